@@ -43,11 +43,14 @@ class Registry(Generic[T]):
 
     kind: str  # "method", "detector", "metric"
     group: str  # entry-point group
+    validator: Callable[[Any], None] | None = None  # rejects malformed objects at registration
     _entries: dict[str, _Entry] = field(default_factory=dict)
     _entry_points_loaded: bool = False
 
     # -- registration -------------------------------------------------------------
     def register(self, name: str, obj: T, source: str = "builtin") -> T:
+        if self.validator is not None:
+            self.validator(obj)
         existing = self._entries.get(name)
         if existing is not None and existing.obj is not None and existing.obj is not obj:
             if existing.source == "builtin" and source != "builtin":
@@ -93,6 +96,7 @@ class Registry(Generic[T]):
             raise PluginError(f"{self.kind} '{name}' ({entry.source}) failed to import: {entry.error}")
         if entry.obj is None and entry.placeholder:
             module_name, _, attr = entry.placeholder.partition(":")
+            _SOURCE_STACK.append(entry.source)  # decorators in the module register under it
             try:
                 module = importlib.import_module(module_name)
                 obj = getattr(module, attr) if attr else None
@@ -101,6 +105,8 @@ class Registry(Generic[T]):
                 raise PluginError(
                     f"{self.kind} '{name}' ({entry.source}) failed to import: {entry.error}"
                 ) from exc
+            finally:
+                _SOURCE_STACK.pop()
             # importing may have registered it by decorator; otherwise take the attribute
             entry = self._entries[name]
             if entry.obj is None:
@@ -173,9 +179,21 @@ def load_plugin(spec: str) -> None:
         _SOURCE_STACK.pop()
 
 
-METHODS: Registry = Registry(kind="method", group="memorybench.methods")
+def _check_method(obj: Any) -> None:
+    from .method import check_method_class
+
+    check_method_class(obj)
+
+
+METHODS: Registry = Registry(kind="method", group="memorybench.methods", validator=_check_method)
 DETECTORS: Registry = Registry(kind="detector", group="memorybench.detectors")
-METRICS: Registry = Registry(kind="metric", group="memorybench.metrics")
+def _check_metric(obj: Any) -> None:
+    from .evaluation import check_metric_class
+
+    check_metric_class(obj)
+
+
+METRICS: Registry = Registry(kind="metric", group="memorybench.metrics", validator=_check_metric)
 
 register_method = METHODS.decorator
 register_detector = DETECTORS.decorator

@@ -1,0 +1,1 @@
+"""Built-in mitigation methods, one module each (registered lazily by memorybench.builtins)."""

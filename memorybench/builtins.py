@@ -1,0 +1,21 @@
+"""Lazy registration of built-ins: names are known without importing their modules."""
+
+from .registry import DETECTORS, METHODS, METRICS
+
+BUILTIN_METHODS = {
+    "none": "memorybench.methods.none:NoMitigation",
+}
+BUILTIN_DETECTORS: dict[str, str] = {}
+BUILTIN_METRICS = {
+    "pixel-diversity": "memorybench.metric_plugins.pixel_diversity:PixelDiversity",
+}
+
+
+def register_builtins() -> None:
+    for registry, table in ((METHODS, BUILTIN_METHODS), (DETECTORS, BUILTIN_DETECTORS), (METRICS, BUILTIN_METRICS)):
+        for name, placeholder in table.items():
+            if name not in registry._entries:
+                registry.register_lazy(name, placeholder, source="builtin")
+
+
+register_builtins()

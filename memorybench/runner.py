@@ -1,0 +1,178 @@
+"""The runner: generate through the cache, evaluate, write the result JSON.
+
+Order of work: resolve the method and its config (fail fast on bad input), load the
+model, work out every (prompt, seed) image and which are already cached, apply the method
+only if something must be generated, generate in batches with a progress bar, remove the
+method, then compute metrics from the images and write the result atomically.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import provenance
+from .cache import GenerationCache, GenerationKey, atomic_write_text, default_cache_dir
+from .errors import ConfigError
+from .evaluation import RunView
+from .method import Method, MethodContext, apply_method
+from .pipeline import PipelineAdapter
+from .registry import METHODS, METRICS
+from .results import write_result
+from .schema import SCHEMA_VERSION
+from .suite import Suite, SuiteData, load_suite_data
+
+
+@dataclass
+class RunOptions:
+    model_path: str | None = None
+    output: str | None = None
+    cache_dir: str | None = None
+    device: str = "cpu"
+    dtype: str | None = None
+    batch_size: int = 32
+    progress: bool = True
+    command: list[str] | None = None
+    extra_provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def load_model(suite: Suite, options: RunOptions) -> PipelineAdapter:
+    if options.model_path:
+        return PipelineAdapter.from_folder(options.model_path, device=options.device, dtype=options.dtype)
+    if suite.model == "dummy":
+        return PipelineAdapter.dummy(seed=0, device=options.device)
+    if suite.model == "tinyworld":
+        from .tinyworld import world_path
+
+        return PipelineAdapter.from_folder(world_path() / "pipeline", device=options.device,
+                                           dtype=options.dtype, model_id="tinyworld-v1")
+    raise ConfigError(f"suite '{suite.name}' needs a model folder: pass --model PATH")
+
+
+def peak_memory_mb(device: str) -> float:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+
+
+def generate_all(pipe: PipelineAdapter, suite: Suite, data: SuiteData, method: Method,
+                 cache: GenerationCache, options: RunOptions, ctx: MethodContext) -> dict[str, Any]:
+    """Fill the cache with every image of the suite; return counts and timings."""
+    s = suite.sampler
+    dtype = _dtype_name(pipe.dtype)
+    jobs: list[tuple[str, str, int, GenerationKey]] = []
+    for set_name, prompts in data.prompts.items():
+        for prompt in prompts:
+            for seed in data.seeds[set_name]:
+                key = GenerationKey(pipe.weights_sha256, method.name, method.config_sha256(), prompt, seed,
+                                    s.sampler, s.steps, float(s.guidance), s.height, s.width, dtype)
+                jobs.append((set_name, prompt, seed, key))
+    missing = [j for j in jobs if not cache.has(j[3])]
+    prep_file = cache.root / "prepare" / f"{pipe.weights_sha256[:16]}-{method.name}-{method.config_sha256()[:16]}.json"
+    prep_seconds = None
+    if missing:
+        with apply_method(method, pipe, ctx) as applied:
+            prep_seconds = applied.prepare_seconds
+            import json
+
+            atomic_write_text(prep_file, json.dumps({"seconds": prep_seconds, "report": ctx.report}))
+            bar = tqdm(total=len(missing), desc=f"generate [{method.name}]", unit="img",
+                       disable=not options.progress, file=sys.stderr)
+            for start in range(0, len(missing), options.batch_size):
+                batch = missing[start:start + options.batch_size]
+                t0 = time.perf_counter()
+                images = pipe.generate([j[1] for j in batch], [j[2] for j in batch], s, method=method)
+                per_image = (time.perf_counter() - t0) / len(batch)
+                for (set_name, _, _, key), image in zip(batch, images):
+                    cache.store(key, image, per_image, prompt_set=set_name)
+                bar.update(len(batch))
+            bar.close()
+    elif prep_file.is_file():
+        import json
+
+        saved = json.loads(prep_file.read_text())
+        prep_seconds, ctx.report = saved.get("seconds"), saved.get("report", {})
+    seconds = cache.seconds_by_digest()
+    per_image = [seconds.get(j[3].digest()) for j in jobs]
+    per_image = [x for x in per_image if x is not None]
+    return {
+        "jobs": jobs,
+        "images_generated": len(missing),
+        "images_from_cache": len(jobs) - len(missing),
+        "seconds_per_image": float(np.mean(per_image)) if per_image else 0.0,
+        "preparation_seconds": float(prep_seconds or 0.0),
+    }
+
+
+def run(suite: Suite, method_name: str, settings: dict[str, Any] | None = None,
+        options: RunOptions | None = None) -> dict[str, Any]:
+    options = options or RunOptions()
+    wall0 = time.perf_counter()
+    method_cls = METHODS.get(method_name)
+    method = method_cls.from_settings(settings or {})
+    metric_objs = [METRICS.get(name)() for name in suite.metrics]  # fail fast on unknown names
+    data = load_suite_data(suite)
+    pipe = load_model(suite, options)
+    if options.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    cache = GenerationCache(options.cache_dir or default_cache_dir())
+    ctx = MethodContext(seed=0, calibration_prompts=list(data.calibration_prompts))
+    gen = generate_all(pipe, suite, data, method, cache, options, ctx)
+
+    images: dict[str, dict[str, list[np.ndarray]]] = {name: {} for name in data.prompts}
+    for set_name, prompt, _, key in gen["jobs"]:
+        images[set_name].setdefault(prompt, []).append(cache.load(key))
+    view = RunView(suite=suite, data=data, pipe=pipe, cache_dir=cache.root, progress=options.progress,
+                   images={k: {p: np.stack(v) for p, v in d.items()} for k, d in images.items()})
+    metrics = {}
+    for metric in tqdm(metric_objs, desc="metrics", disable=not options.progress, file=sys.stderr):
+        metrics.update(metric.compute(view))
+    summary = {name: metrics[name].value for name in suite.summary if name in metrics}
+    missing_cols = [name for name in suite.summary if name not in metrics]
+    if missing_cols:
+        raise ConfigError(f"suite '{suite.name}': metrics produced no value for {missing_cols}")
+
+    s = suite.sampler
+    result = {
+        "schema_version": SCHEMA_VERSION,
+        "suite": {"name": suite.name, "version": suite.version, "sha256": suite.sha256(), "data": data.hashes},
+        "method": {"name": method.name, "kind": method.kind, "config": method.config_dict(),
+                   "config_sha256": method.config_sha256(), "source": METHODS.source(method.name),
+                   "reference": method.reference, "report": ctx.report},
+        "model": {"id": pipe.model_id, "weights_sha256": pipe.weights_sha256, "sampler": s.sampler,
+                  "steps": s.steps, "guidance": s.guidance, "dtype": _dtype_name(pipe.dtype),
+                  "resolution": [s.height, s.width]},
+        "summary": summary,
+        "metrics": {k: v.to_json() for k, v in metrics.items()},
+        "calibration": view.calibration,
+        "cost": {"seconds_per_image": gen["seconds_per_image"], "peak_memory_mb": peak_memory_mb(options.device),
+                 "preparation_seconds": gen["preparation_seconds"], "images_generated": gen["images_generated"],
+                 "images_from_cache": gen["images_from_cache"]},
+        "provenance": {
+            **provenance.collect(options.command),
+            "seeds": {k: v for k, v in data.seeds.items()},
+            "wall_seconds": time.perf_counter() - wall0,
+            "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            **options.extra_provenance,
+        },
+    }
+    if options.output:
+        write_result(result, options.output)
+    return result
+
+
+def default_output_path(suite: Suite, method: Method) -> Path:
+    return Path("results") / suite.name / f"{method.name}-{method.config_sha256()[:8]}.json"

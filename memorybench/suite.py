@@ -1,0 +1,157 @@
+"""Suites: versioned, hashed descriptions of what a run measures.
+
+A suite names the model, the prompt sets and seeds per prompt, the sampler, and the
+metrics; its identity is the sha256 of its canonical JSON, so two results are comparable
+exactly when their suite name, version and hash agree. Suites ship as YAML files in
+``memorybench/suites/`` (read with ``yaml.safe_load``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .config import config_from_dict, config_to_dict, sha256_json
+from .errors import ConfigError, UnknownNameError
+from .pipeline import SamplerSettings
+
+
+@dataclass(frozen=True)
+class PromptSetSpec:
+    name: str
+    seeds: int  # seeds per prompt: seed_offset .. seed_offset + seeds - 1
+    prompts: tuple[str, ...] = ()  # inline prompts (source "inline")
+    limit: int | None = None  # first N prompts of the source
+    seed_offset: int = 0
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    version: int
+    description: str
+    model: str  # "dummy" (random weights), "tinyworld" (shipped), or "folder" (--model PATH)
+    data: str  # data source: "inline", "tinyworld", ...
+    sampler: SamplerSettings
+    prompt_sets: tuple[PromptSetSpec, ...]
+    metrics: tuple[str, ...]
+    summary: tuple[str, ...]  # leaderboard columns, in order
+    lower_is_better_note: str = ""
+    calibration_prompts: int = 0  # prompts of the first set a method may fit on; excluded from eval
+    options: dict[str, Any] = field(default_factory=dict)  # source- and metric-specific settings
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+    def sha256(self) -> str:
+        return sha256_json(self.to_dict())
+
+    def prompt_set(self, name: str) -> PromptSetSpec:
+        for spec in self.prompt_sets:
+            if spec.name == name:
+                return spec
+        raise ConfigError(f"suite '{self.name}' has no prompt set '{name}'")
+
+
+def suite_from_dict(data: dict[str, Any], origin: str = "suite") -> Suite:
+    data = dict(data)
+    try:
+        data["sampler"] = config_from_dict(SamplerSettings, data.get("sampler", {}), owner=f"{origin}.sampler")
+        data["prompt_sets"] = tuple(
+            config_from_dict(PromptSetSpec, ps, owner=f"{origin}.prompt_sets[{i}]")
+            for i, ps in enumerate(data.get("prompt_sets", []))
+        )
+    except AttributeError as exc:
+        raise ConfigError(f"{origin}: malformed suite: {exc}") from exc
+    # nested dataclasses already built: validate the rest by a shallow pass
+    fields = {f.name for f in dataclasses.fields(Suite)}
+    unknown = set(data) - fields
+    if unknown:
+        raise ConfigError(f"{origin}: unknown key(s) {sorted(unknown)}")
+    for list_key in ("metrics", "summary"):
+        data[list_key] = tuple(data.get(list_key, ()))
+    try:
+        return Suite(**data)
+    except TypeError as exc:
+        raise ConfigError(f"{origin}: {exc}") from exc
+
+
+def _suite_files() -> dict[str, Any]:
+    folder = resources.files("memorybench") / "suites"
+    return {p.name[:-5]: p for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def list_suites() -> list[Suite]:
+    return [load_suite(name) for name in sorted(_suite_files())]
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """A built-in suite by name, or a suite YAML file by path."""
+    files = _suite_files()
+    if name_or_path in files:
+        text, origin = files[name_or_path].read_text(), name_or_path
+    elif name_or_path.endswith((".yaml", ".yml")) and Path(name_or_path).is_file():
+        text, origin = Path(name_or_path).read_text(), name_or_path
+    else:
+        import difflib
+
+        close = difflib.get_close_matches(name_or_path, list(files), n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise UnknownNameError(f"unknown suite '{name_or_path}'.{hint} Known suites: {', '.join(sorted(files))}.")
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ConfigError(f"suite '{origin}' is not a mapping")
+    return suite_from_dict(data, origin=origin)
+
+
+@dataclass
+class SuiteData:
+    """Prompts and seeds to generate, plus whatever the metrics need (e.g. source images)."""
+
+    prompts: dict[str, list[str]]  # prompt set -> prompts (evaluation prompts only)
+    seeds: dict[str, list[int]]
+    calibration_prompts: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    hashes: dict[str, str] = field(default_factory=dict)  # data name -> sha256, into the result
+
+
+DataLoader = Callable[[Suite], SuiteData]
+_DATA_LOADERS: dict[str, DataLoader] = {}
+
+
+def register_data_loader(name: str) -> Callable[[DataLoader], DataLoader]:
+    def wrap(fn: DataLoader) -> DataLoader:
+        _DATA_LOADERS[name] = fn
+        return fn
+
+    return wrap
+
+
+def seeds_for(spec: PromptSetSpec) -> list[int]:
+    return list(range(spec.seed_offset, spec.seed_offset + spec.seeds))
+
+
+@register_data_loader("inline")
+def _inline_data(suite: Suite) -> SuiteData:
+    prompts = {ps.name: list(ps.prompts[: ps.limit]) for ps in suite.prompt_sets}
+    first = suite.prompt_sets[0].name
+    calib = prompts[first][: suite.calibration_prompts]
+    prompts[first] = prompts[first][suite.calibration_prompts:]
+    return SuiteData(prompts=prompts, seeds={ps.name: seeds_for(ps) for ps in suite.prompt_sets},
+                     calibration_prompts=calib, hashes={"prompts": sha256_json(prompts)})
+
+
+def load_suite_data(suite: Suite) -> SuiteData:
+    if suite.data not in _DATA_LOADERS:
+        # data loaders of optional sources live in modules imported on demand
+        if suite.data == "tinyworld":
+            from . import tinyworld_suite  # noqa: F401
+    loader = _DATA_LOADERS.get(suite.data)
+    if loader is None:
+        raise ConfigError(f"suite '{suite.name}': unknown data source '{suite.data}'")
+    return loader(suite)
