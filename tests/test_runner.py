@@ -1,0 +1,87 @@
+"""End-to-end runs on the smoke suite: result schema, cache hits, resume after a kill."""
+
+import json
+import math
+
+import pytest
+
+from memorybench.errors import ValidationError
+from memorybench.pipeline import PipelineAdapter
+from memorybench.results import read_result, validate_result, write_result
+from memorybench.runner import RunOptions, run
+from memorybench.schema import RESULT_SCHEMA
+from memorybench.suite import load_suite
+
+
+def _run(tmp_path, cache_dir, name="r.json", method="none", settings=None, **kw):
+    options = RunOptions(output=str(tmp_path / name), cache_dir=str(cache_dir), progress=False, batch_size=4, **kw)
+    return run(load_suite("smoke-v1"), method, settings, options)
+
+
+def test_result_is_schema_valid_and_complete(tmp_path, cache_dir):
+    result = _run(tmp_path, cache_dir)
+    again = read_result(tmp_path / "r.json")
+    assert again == json.loads(json.dumps(result))
+    assert set(result["summary"]) == {"pixel_diversity_memorized", "pixel_diversity_general"}
+    for name, value in result["summary"].items():
+        assert result["metrics"][name]["value"] == value and value > 0
+    assert result["model"]["id"].startswith("dummy-random")
+    prov = result["provenance"]
+    assert prov["seeds"] == {"memorized": [0, 1, 2], "general": [0, 1, 2]}
+    assert prov["packages"]["torch"] and prov["wall_seconds"] > 0
+    assert result["cost"]["images_generated"] == 15 and result["cost"]["seconds_per_image"] > 0
+
+
+def test_second_run_hits_the_cache_and_gives_the_same_numbers(tmp_path, cache_dir):
+    first = _run(tmp_path, cache_dir, "a.json")
+    second = _run(tmp_path, cache_dir, "b.json")
+    assert second["cost"]["images_generated"] == 0 and second["cost"]["images_from_cache"] == 15
+    assert second["summary"] == first["summary"]
+    # a different config is a cache miss
+    third = _run(tmp_path, cache_dir, "c.json", method="none")
+    assert third["cost"]["images_from_cache"] == 15
+
+
+def test_killed_run_resumes_without_regenerating(tmp_path, cache_dir, monkeypatch):
+    reference = _run(tmp_path, tmp_path / "ref-cache", "ref.json")
+    calls = {"n": 0}
+    original = PipelineAdapter.generate
+
+    def dies_after_two_batches(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise KeyboardInterrupt
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(PipelineAdapter, "generate", dies_after_two_batches)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, cache_dir, "killed.json")
+    assert not (tmp_path / "killed.json").exists()  # no partial result
+    monkeypatch.setattr(PipelineAdapter, "generate", original)
+    resumed = _run(tmp_path, cache_dir, "resumed.json")
+    assert resumed["cost"]["images_from_cache"] == 8 and resumed["cost"]["images_generated"] == 7
+    assert resumed["summary"] == pytest.approx(reference["summary"], abs=1e-6)
+
+
+def test_schema_file_matches_code():
+    from pathlib import Path
+
+    shipped = json.loads((Path(__file__).parent.parent / "leaderboards/schema/result-v1.json").read_text())
+    assert shipped == RESULT_SCHEMA
+
+
+def test_tampered_or_nan_results_are_rejected(tmp_path, cache_dir):
+    result = json.loads(json.dumps(_run(tmp_path, cache_dir)))
+    bad = json.loads(json.dumps(result))
+    bad["summary"]["pixel_diversity_general"] += 0.1
+    with pytest.raises(ValidationError, match="summary 'pixel_diversity_general'"):
+        validate_result(bad)
+    bad = json.loads(json.dumps(result))
+    bad["metrics"]["pixel_diversity_general"]["value"] = math.nan
+    with pytest.raises(ValidationError, match="not a finite number"):
+        write_result(bad, tmp_path / "nan.json")
+    assert not (tmp_path / "nan.json").exists()
+    bad = json.loads(json.dumps(result))
+    del bad["provenance"]["command"]
+    with pytest.raises(ValidationError, match="command"):
+        validate_result(bad)
