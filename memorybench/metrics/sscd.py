@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import warnings
 from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
@@ -386,7 +387,9 @@ class SSCDEmbedder:
                     f"(expected the official {_TORCHSCRIPT_FILES[p.checkpoint]})"
                 )
             try:
-                self._module = torch.jit.load(str(self.model_path), map_location=device).eval()
+                with warnings.catch_warnings():  # torch >= 2.10 marks TorchScript deprecated
+                    warnings.simplefilter("ignore", FutureWarning)
+                    self._module = torch.jit.load(str(self.model_path), map_location=device).eval()
             except Exception as e:
                 raise ModelError(
                     f"SSCD protocol {p.name!r}: cannot load TorchScript file {self.model_path}: {e}"
