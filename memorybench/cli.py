@@ -48,6 +48,7 @@ def _load_plugins(args: argparse.Namespace) -> None:
 def cmd_list(args: argparse.Namespace) -> int:
     from .registry import DETECTORS, METHODS, METRICS
 
+    _load_plugins(args)
     if args.what == "suites":
         from .suite import list_suites
 
