@@ -8,6 +8,7 @@ BUILTIN_METHODS = {
 BUILTIN_DETECTORS: dict[str, str] = {}
 BUILTIN_METRICS = {
     "pixel-diversity": "memorybench.metric_plugins.pixel_diversity:PixelDiversity",
+    "tinyworld-copy": "memorybench.metric_plugins.tinyworld_copy:TinyWorldCopy",
 }
 
 

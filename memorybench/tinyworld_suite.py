@@ -1,0 +1,39 @@
+"""The ``tinyworld`` data source: prompts, seeds and ground truth of suite tinyworld-v1.
+
+Memorized prompts are split once, by the suite, into a calibration subset (that methods
+such as Wanda pruning may fit on) and the evaluation prompts, identical for every method
+so that results stay comparable.
+"""
+
+from __future__ import annotations
+
+from .suite import Suite, SuiteData, register_data_loader, seeds_for
+
+
+@register_data_loader("tinyworld")
+def tinyworld_data(suite: Suite) -> SuiteData:
+    from .tinyworld import load_world_data, world_path
+
+    world = load_world_data()
+    n_cal = suite.calibration_prompts
+    mem_spec, gen_spec = suite.prompt_set("memorized"), suite.prompt_set("general")
+    memorized = list(world.memorized_prompts)
+    if n_cal >= len(memorized):
+        raise ValueError(f"suite '{suite.name}': {n_cal} calibration prompts leave no memorized prompt to evaluate")
+    eval_mem = memorized[n_cal:][: mem_spec.limit]
+    general = list(world.heldout_prompts)[: gen_spec.limit]
+    source_index = {p: int(i) for p, i in zip(memorized, world.memorized_indices)}
+    import hashlib
+
+    manifest = world_path() / "manifest.json"
+    hashes = {"tinyworld_data": world.sha256()}
+    if manifest.is_file():
+        hashes["tinyworld_manifest"] = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    return SuiteData(
+        prompts={"memorized": eval_mem, "general": general},
+        seeds={"memorized": seeds_for(mem_spec), "general": seeds_for(gen_spec)},
+        calibration_prompts=memorized[:n_cal],
+        extra={"world": world, "source_index": source_index,
+               "general_real_images": dict(zip(world.heldout_prompts, world.heldout_images))},
+        hashes=hashes,
+    )
