@@ -109,6 +109,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                          dtype=args.dtype, batch_size=args.batch_size, progress=not args.no_progress,
                          command=["memorybench"] + sys.argv[1:])
     result = run(suite, args.method, settings, options)
+    if result is None:  # a non-main accelerate shard: the main process reports
+        return 0
     _print_summary(result)
     print(f"result written to {output}")
     return 0

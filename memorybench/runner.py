@@ -9,6 +9,8 @@ method, then compute metrics from the images and write the result atomically.
 from __future__ import annotations
 
 import datetime as _dt
+import json
+import os
 import resource
 import sys
 import time
@@ -58,6 +60,35 @@ def load_model(suite: Suite, options: RunOptions) -> PipelineAdapter:
     raise ConfigError(f"suite '{suite.name}' needs a model folder: pass --model PATH")
 
 
+class _Shard:
+    """This process's share of generation when launched with ``accelerate launch``
+    (gloo on CPU works): shard i of n takes every n-th missing image, all shards write to
+    the shared cache, and only the main process computes metrics."""
+
+    def __init__(self) -> None:
+        self.state = None
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from accelerate import PartialState
+
+            self.state = PartialState()
+
+    @property
+    def index(self) -> int:
+        return self.state.process_index if self.state else 0
+
+    @property
+    def count(self) -> int:
+        return self.state.num_processes if self.state else 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.index == 0
+
+    def wait(self) -> None:
+        if self.state:
+            self.state.wait_for_everyone()
+
+
 def peak_memory_mb(device: str) -> float:
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
@@ -69,7 +100,8 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def generate_all(pipe: PipelineAdapter, suite: Suite, data: SuiteData, method: Method,
-                 cache: GenerationCache, options: RunOptions, ctx: MethodContext) -> dict[str, Any]:
+                 cache: GenerationCache, options: RunOptions, ctx: MethodContext,
+                 shard: _Shard | None = None) -> dict[str, Any]:
     """Fill the cache with every image of the suite; return counts and timings."""
     s = suite.sampler
     dtype = _dtype_name(pipe.dtype)
@@ -81,13 +113,14 @@ def generate_all(pipe: PipelineAdapter, suite: Suite, data: SuiteData, method: M
                                     s.sampler, s.steps, float(s.guidance), s.height, s.width, dtype)
                 jobs.append((set_name, prompt, seed, key))
     missing = [j for j in jobs if not cache.has(j[3])]
+    shard = shard or _Shard()
+    n_missing = len(missing)
+    missing = missing[shard.index::shard.count]
     prep_file = cache.root / "prepare" / f"{pipe.weights_sha256[:16]}-{method.name}-{method.config_sha256()[:16]}.json"
     prep_seconds = None
     if missing:
         with apply_method(method, pipe, ctx) as applied:
             prep_seconds = applied.prepare_seconds
-            import json
-
             atomic_write_text(prep_file, json.dumps({"seconds": prep_seconds, "report": ctx.report}))
             bar = tqdm(total=len(missing), desc=f"generate [{method.name}]", unit="img",
                        disable=not options.progress, file=sys.stderr)
@@ -101,24 +134,24 @@ def generate_all(pipe: PipelineAdapter, suite: Suite, data: SuiteData, method: M
                 bar.update(len(batch))
             bar.close()
     elif prep_file.is_file():
-        import json
-
         saved = json.loads(prep_file.read_text())
         prep_seconds, ctx.report = saved.get("seconds"), saved.get("report", {})
+    shard.wait()  # every shard's images are in the cache from here on
     seconds = cache.seconds_by_digest()
     per_image = [seconds.get(j[3].digest()) for j in jobs]
     per_image = [x for x in per_image if x is not None]
     return {
         "jobs": jobs,
-        "images_generated": len(missing),
-        "images_from_cache": len(jobs) - len(missing),
+        "images_generated": n_missing,
+        "images_from_cache": len(jobs) - n_missing,
         "seconds_per_image": float(np.mean(per_image)) if per_image else 0.0,
         "preparation_seconds": float(prep_seconds or 0.0),
     }
 
 
 def run(suite: Suite, method_name: str, settings: dict[str, Any] | None = None,
-        options: RunOptions | None = None) -> dict[str, Any]:
+        options: RunOptions | None = None) -> dict[str, Any] | None:
+    """Run one method on one suite; returns the result (None on non-main shards)."""
     options = options or RunOptions()
     wall0 = time.perf_counter()
     method_cls = METHODS.get(method_name)
@@ -130,7 +163,10 @@ def run(suite: Suite, method_name: str, settings: dict[str, Any] | None = None,
         torch.cuda.reset_peak_memory_stats()
     cache = GenerationCache(options.cache_dir or default_cache_dir())
     ctx = MethodContext(seed=0, calibration_prompts=list(data.calibration_prompts))
-    gen = generate_all(pipe, suite, data, method, cache, options, ctx)
+    shard = _Shard()
+    gen = generate_all(pipe, suite, data, method, cache, options, ctx, shard)
+    if not shard.is_main:
+        return None
 
     images: dict[str, dict[str, list[np.ndarray]]] = {name: {} for name in data.prompts}
     for set_name, prompt, _, key in gen["jobs"]:

@@ -85,3 +85,23 @@ def test_tampered_or_nan_results_are_rejected(tmp_path, cache_dir):
     del bad["provenance"]["command"]
     with pytest.raises(ValidationError, match="command"):
         validate_result(bad)
+
+
+def test_two_accelerate_processes_share_the_work_and_agree(tmp_path, cache_dir):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    single = _run(tmp_path, tmp_path / "single-cache", "single.json")
+    accelerate = Path(sys.executable).parent / "accelerate"
+    out = tmp_path / "sharded.json"
+    proc = subprocess.run(
+        [str(accelerate), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", "-m", "memorybench.cli", "run", "--suite", "smoke-v1", "--method", "none",
+         "--cache-dir", str(cache_dir), "--output", str(out), "--no-progress", "--batch-size", "4"],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sharded = json.loads(out.read_text())
+    lines = (cache_dir / "manifest.jsonl").read_text().splitlines()
+    assert len(lines) == 15  # each image generated once, by one of the two shards
+    assert sharded["summary"] == pytest.approx(single["summary"], abs=1e-6)
