@@ -16,9 +16,11 @@ another by a constant ``delta`` (in [0, 1] units) in one tile and nowhere else g
 "50.0 on its own scale" is *not* on this scale; the extraction attack converts.)
 
 Computation: pairwise distances use ``||a_t||^2 + ||b_t||^2 - 2 a_t . b_t`` per tile as
-a matrix product in float64 torch, chunked over both image sets so memory stays bounded
-by ``max_bytes``; never a Python loop over pairs. For uint8 input the arithmetic is done on
-integer pixel values, where float64 is exact, so identical images give exactly 0.
+one batched matrix product over all tiles in torch, chunked over both image sets so memory
+stays bounded by ``max_bytes``; never a Python loop over pairs. For uint8 input the
+arithmetic is done on centred integer pixel values (``v - 128``), where the products are
+exact (float32 for tiles of <= 1024 elements, float64 otherwise), so identical images
+give exactly 0.
 """
 
 from __future__ import annotations
@@ -65,15 +67,35 @@ def tile_bounds(h: int, w: int, grid=DEFAULT_GRID) -> list[tuple[int, int, int, 
     return [(ys[i], ys[i + 1], xs[j], xs[j + 1]) for i in range(gh) for j in range(gw)]
 
 
-def _tiles(x: torch.Tensor, bounds, device) -> list[torch.Tensor]:
-    """Per tile a float64 (n, D_t) matrix of raw pixel values."""
+def _tile_stack(x: torch.Tensor, grid, is_int: bool, device) -> torch.Tensor:
+    """(T, n, D) tile matrices for images whose size the grid divides.
+
+    uint8 pixels become ``value - 128`` in float32 (exact integers in [-128, 127]) so that
+    tile dot products stay exact in float32 while ``D * 128**2 <= 2**24``; float pixels
+    become float64.
+    """
+    gh, gw = _grid(grid)
+    n, h, w, c = x.shape
+    x = x.to(device)
+    x = x.to(torch.float32).sub_(128.0) if is_int else x.to(torch.float64)
+    x = x.reshape(n, gh, h // gh, gw, w // gw, c).permute(1, 3, 0, 2, 4, 5)
+    return x.reshape(gh * gw, n, (h // gh) * (w // gw) * c)
+
+
+def _tile_list(x: torch.Tensor, bounds, is_int: bool, device) -> list[torch.Tensor]:
+    """Per tile an (n, D_t) matrix (any grid), float64."""
     x = x.to(device=device, dtype=torch.float64)
+    if is_int:
+        x = x - 128.0
     return [x[:, y0:y1, x0:x1, :].reshape(x.shape[0], -1) for (y0, y1, x0, x1) in bounds]
 
 
 def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
     for s in range(0, n, size):
         yield s, min(n, s + size)
+
+
+_EXACT_F32_MAX_D = 2**24 // 128**2  # 1024 elements per tile
 
 
 def tiled_l2_pairwise(
@@ -89,11 +111,16 @@ def tiled_l2_pairwise(
     ``a``, ``b``: (N, H, W, C) uint8 or float in [0, 1], numpy or torch (both the same
     kind of pixels). Returns a numpy float64 array for numpy input, a torch tensor for
     torch input. ``chunk``: rows of ``a`` (and of ``b``) processed at once; by default
-    derived from ``max_bytes``.
+    derived from ``max_bytes`` (a soft bound on the working memory).
+
+    When the grid divides the image size, all tiles go through one batched matrix product
+    (``torch.bmm``); uint8 tiles of at most 1024 elements (e.g. 16x16x3) use float32
+    products, which are exact for centred integer pixels, and everything else float64.
     """
     return_torch = isinstance(a, torch.Tensor)
     ta, a_int = _to_tensor(a)
-    if b is None:
+    same = b is None
+    if same:
         tb, b_int = ta, a_int
     else:
         tb, b_int = _to_tensor(b)
@@ -104,23 +131,47 @@ def tiled_l2_pairwise(
     n, h, w, c = ta.shape
     m = tb.shape[0]
     bounds = tile_bounds(h, w, grid)
+    n_tiles = len(bounds)
+    gh, gw = _grid(grid)
+    divisible = h % gh == 0 and w % gw == 0
+    tile_d = (h // gh) * (w // gw) * c
     sizes = torch.tensor([(y1 - y0) * (x1 - x0) * c for (y0, y1, x0, x1) in bounds], dtype=torch.float64)
     scale = 255.0**2 if a_int else 1.0
     denom = (sizes * scale).to(device)
 
     per_image_bytes = h * w * c * 8
     if chunk is None:
-        # an (ca, cb) block holds: float64 tiles of both chunks, a (ca, cb) product and max
-        # roughly 1/4 of the budget each for: a's tiles, b's tiles, a product, the max
-        by_products = int((max_bytes / (4 * 8)) ** 0.5)
+        # the (T, ca, cb) products (float32 + float64) and both chunks' tiles share the budget
+        by_products = int((max_bytes / 2 / (n_tiles * 12)) ** 0.5)
         by_images = int(max_bytes // (4 * per_image_bytes))
         chunk = max(1, min(by_products, by_images))
     out = torch.empty((n, m), dtype=torch.float64)
+
+    if divisible:
+        for b0, b1 in _chunks(m, chunk):
+            tb_t = _tile_stack(tb[b0:b1], grid, b_int, device)  # (T, cb, D)
+            b_sq = tb_t.double().square().sum(dim=2) if tb_t.dtype != torch.float64 else tb_t.square().sum(dim=2)
+            for a0, a1 in _chunks(n, chunk):
+                if same and (a0, a1) == (b0, b1):
+                    ta_t, a_sq = tb_t, b_sq
+                else:
+                    ta_t = _tile_stack(ta[a0:a1], grid, a_int, device)
+                    a_sq = ta_t.double().square().sum(dim=2)
+                if ta_t.dtype == torch.float32 and tile_d > _EXACT_F32_MAX_D:
+                    ta_t, tb_use = ta_t.double(), tb_t.double()
+                else:
+                    tb_use = tb_t
+                prod = torch.bmm(ta_t, tb_use.transpose(1, 2)).double()  # (T, ca, cb)
+                sq = prod.mul_(-2.0).add_(a_sq[:, :, None]).add_(b_sq[:, None, :]).amax(dim=0)
+                # all tiles have the same size here, so max and division commute
+                out[a0:a1, b0:b1] = sq.clamp_(min=0.0).div_(denom[0]).sqrt_().cpu()
+        return out if return_torch else out.numpy()
+
     for b0, b1 in _chunks(m, chunk):
-        tb_tiles = _tiles(tb[b0:b1], bounds, device)
+        tb_tiles = _tile_list(tb[b0:b1], bounds, b_int, device)
         b_sq = [t.square().sum(dim=1) for t in tb_tiles]
         for a0, a1 in _chunks(n, chunk):
-            ta_tiles = _tiles(ta[a0:a1], bounds, device)
+            ta_tiles = _tile_list(ta[a0:a1], bounds, a_int, device)
             best = None
             for k, (at, bt) in enumerate(zip(ta_tiles, tb_tiles)):
                 sq = at.square().sum(dim=1)[:, None] + b_sq[k][None, :] - 2.0 * (at @ bt.T)
