@@ -459,7 +459,6 @@ class SSCDEmbedder:
         # a list of single images, possibly of different sizes
         items = [_as_uint8_batch(im) for im in images]
         out = np.empty((len(items), EMBED_DIM), dtype=np.float32)
-        i = 0
         for start in self._iter(range(0, len(items), self.batch_size), len(items)):
             group = items[start : start + self.batch_size]
             shapes = {g.shape[1:] for g in group}
@@ -468,7 +467,6 @@ class SSCDEmbedder:
             else:
                 for j, g in enumerate(group):
                     out[start + j] = self._embed_batch(g)[0]
-            i += len(group)
         return out
 
     __call__ = embed

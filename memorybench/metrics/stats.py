@@ -24,12 +24,32 @@ def _as_1d(x, name: str) -> np.ndarray:
     return a
 
 
+_BLOCK_ELEMENTS = 4_000_000  # resample indices drawn per block, to bound memory
+
+
+def resample_indices(n_units: int, n_resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED):
+    """Yield blocks of bootstrap resamples, each an (rows, n_units) array of unit indices.
+
+    Blocks are drawn in order from one ``default_rng(seed)`` stream with a block size fixed
+    by ``n_units`` alone, so results are deterministic and memory stays bounded.
+    """
+    rng = np.random.default_rng(seed)
+    rows = max(1, min(n_resamples, _BLOCK_ELEMENTS // max(1, n_units)))
+    done = 0
+    while done < n_resamples:
+        r = min(rows, n_resamples - done)
+        yield rng.integers(0, n_units, size=(r, n_units))
+        done += r
+
+
 def resample_counts(n_units: int, n_resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> np.ndarray:
     """(n_resamples, n_units) multiplicities of each unit in each bootstrap resample."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n_units, size=(n_resamples, n_units))
-    flat = idx + (np.arange(n_resamples)[:, None] * n_units)
-    return np.bincount(flat.ravel(), minlength=n_resamples * n_units).reshape(n_resamples, n_units).astype(np.float64)
+    out = []
+    for idx in resample_indices(n_units, n_resamples, seed):
+        r = idx.shape[0]
+        flat = idx + (np.arange(r)[:, None] * n_units)
+        out.append(np.bincount(flat.ravel(), minlength=r * n_units).reshape(r, n_units))
+    return np.concatenate(out).astype(np.float64)
 
 
 def _percentile_interval(stats: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -49,8 +69,7 @@ def bootstrap_ci(
     n = v.size
     if n < 2:
         return None, None
-    w = resample_counts(n, n_resamples, seed)
-    stats = w @ v / n
+    stats = np.concatenate([v[idx].mean(axis=1) for idx in resample_indices(n, n_resamples, seed)])
     return _percentile_interval(stats, confidence)
 
 
@@ -90,10 +109,12 @@ def ratio_with_ci(
     value = float(num.sum() / den.sum())
     if num.size < 2:
         return value, None, None
-    w = resample_counts(num.size, n_resamples, seed)
-    d = w @ den
-    stats = (w @ num) / np.where(d > 0, d, 1.0)
-    stats = stats[d > 0]
+    nums, dens = [], []
+    for idx in resample_indices(num.size, n_resamples, seed):
+        nums.append(num[idx].sum(axis=1))
+        dens.append(den[idx].sum(axis=1))
+    n_s, d = np.concatenate(nums), np.concatenate(dens)
+    stats = n_s[d > 0] / d[d > 0]
     lo, hi = _percentile_interval(stats, confidence)
     return value, lo, hi
 
@@ -136,13 +157,14 @@ def auroc_with_ci(
     n_resamples: int = DEFAULT_RESAMPLES,
     confidence: float = 0.95,
     seed: int = DEFAULT_SEED,
-    max_pairs: int = 25_000_000,
+    max_pairs: int = 10_000_000,
 ) -> tuple[float, float | None, float | None]:
     """AUROC with a two-sample cluster bootstrap CI.
 
     ``pos_groups``/``neg_groups`` label the unit (e.g. prompt) of each score; units are
     resampled on each side independently and all their scores follow them. Without
-    groups each score is its own unit. Vectorised: each resample's AUROC is a weighted
+    groups each score is its own unit. The CI is ``(None, None)`` with fewer than 2 units
+    on a side or more than ``max_pairs`` score pairs (memory). Vectorised: each resample's AUROC is a weighted
     sum of the pairwise comparison matrix.
     """
     pos = _as_1d(scores_pos, "scores_pos")
@@ -195,4 +217,5 @@ __all__ = [
     "auroc_with_ci",
     "tpr_at_fpr",
     "resample_counts",
+    "resample_indices",
 ]
