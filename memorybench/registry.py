@@ -52,17 +52,11 @@ class Registry(Generic[T]):
         if self.validator is not None:
             self.validator(obj)
         existing = self._entries.get(name)
-        if existing is not None and existing.obj is not None and existing.obj is not obj:
-            if existing.source == "builtin" and source != "builtin":
-                warnings.warn(
-                    f"{self.kind} '{name}' from {source} ignored: a built-in has that name",
-                    stacklevel=3,
-                )
-                return obj
-            if source == existing.source == "builtin":
-                raise ValueError(f"built-in {self.kind} '{name}' registered twice")
-        if existing is not None and existing.placeholder and existing.obj is None:
-            source = existing.source  # a lazy built-in resolving itself keeps its rank
+        if existing is not None and existing.source == "builtin" and source != "builtin":
+            warnings.warn(f"{self.kind} '{name}' from {source} ignored: a built-in has that name", stacklevel=3)
+            return obj
+        if existing is not None and existing.obj is not None and existing.obj is not obj and source == "builtin":
+            raise ValueError(f"built-in {self.kind} '{name}' registered twice")
         self._entries[name] = _Entry(name=name, source=source, obj=obj)
         return obj
 

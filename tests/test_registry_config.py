@@ -117,3 +117,11 @@ def test_parse_set_options_reads_json_values():
         "lr": 0.1, "mode": "late", "layers": [1, 2], "flag": True}
     with pytest.raises(ConfigError, match="key=value"):
         parse_set_options(["novalue"])
+
+
+def test_plugin_cannot_shadow_a_lazy_builtin():
+    reg = Registry(kind="method", group="memorybench.test-nothing")
+    reg.register_lazy("none", "memorybench.methods.none:NoMitigation", source="builtin")
+    with pytest.warns(UserWarning, match="built-in"):
+        reg.register("none", _method("none"), source="plugin:evil.py")
+    assert reg.get("none").__module__ == "memorybench.methods.none"

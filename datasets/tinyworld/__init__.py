@@ -1,0 +1,10 @@
+"""The tiny world's data generator and shipped weights (``world/``)."""
+
+from .generator import (
+    FinetuneData,
+    TinyWorldData,
+    build_finetune_data,
+    build_world_data,
+)
+
+__all__ = ["FinetuneData", "TinyWorldData", "build_finetune_data", "build_world_data"]

@@ -1,0 +1,72 @@
+"""The tiny world: a CPU-trainable Stable-Diffusion-shaped model that really memorizes.
+
+``world_path()`` is the shipped world folder (``pipeline/`` loads with
+``StableDiffusionPipeline.from_pretrained``, ``clip/`` holds the tiny CLIP,
+``manifest.json`` the recipe and sha256 of every file); ``load_world_data()`` regenerates
+its training data from the generator seed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _generator_module():
+    """``datasets/tinyworld/generator.py``, installed as ``memorybench.datasets`` or from the repo."""
+    try:
+        return importlib.import_module("memorybench.datasets.tinyworld.generator")
+    except ImportError:
+        pass
+    name = "memorybench._tinyworld_generator"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = _REPO_ROOT / "datasets" / "tinyworld" / "generator.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def world_path() -> Path:
+    """The shipped tiny-world folder (``pipeline/``, ``clip/``, ``manifest.json``)."""
+    try:
+        from importlib.resources import files
+
+        p = Path(str(files("memorybench.datasets.tinyworld") / "world"))
+        if (p / "manifest.json").exists():
+            return p
+    except (ImportError, ModuleNotFoundError, TypeError):
+        pass
+    return _REPO_ROOT / "datasets" / "tinyworld" / "world"
+
+
+@lru_cache(maxsize=4)
+def _cached_world_data(seed: int, n_general: int):
+    return _generator_module().build_world_data(seed, n_general=n_general)
+
+
+def load_world_data(seed: int | None = None, n_general: int | None = None):
+    """The tiny world's ``TinyWorldData`` (by default the seed and size of the shipped world)."""
+    if seed is None or n_general is None:
+        import json
+
+        man = world_path() / "manifest.json"
+        cfg = json.loads(man.read_text())["config"] if man.exists() else {}
+        seed = cfg.get("data_seed", 0) if seed is None else seed
+        n_general = cfg.get("n_general", 3000) if n_general is None else n_general
+    return _cached_world_data(int(seed), int(n_general))
+
+
+def load_finetune_data(seed: int = 0):
+    """finetune-dup-v1: protected images duplicated + general pairs (base model = the world)."""
+    return _generator_module().build_finetune_data(seed)
+
+
+__all__ = ["world_path", "load_world_data", "load_finetune_data"]
