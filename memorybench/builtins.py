@@ -4,6 +4,7 @@ from .registry import DETECTORS, METHODS, METRICS
 
 BUILTIN_METHODS = {
     "none": "memorybench.methods.none:NoMitigation",
+    "wanda-prune": "memorybench.methods.wanda_prune:WandaPrune",
 }
 BUILTIN_DETECTORS: dict[str, str] = {}
 BUILTIN_METRICS = {

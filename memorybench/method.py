@@ -46,6 +46,7 @@ class MethodContext:
     """What ``prepare`` may use, and the record of what it changed."""
 
     seed: int = 0
+    settings: "SamplerSettings | None" = None  # the suite's sampler, for methods that sample in prepare
     # Prompts the method may fit itself on (e.g. Wanda's mask-finding subset); the suite
     # excludes them from evaluation.
     calibration_prompts: list[str] = field(default_factory=list)

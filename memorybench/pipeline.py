@@ -250,9 +250,9 @@ class PipelineAdapter:
         images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return images.permute(0, 2, 3, 1).cpu().numpy()
 
-    def generate(self, prompts: list[str], seeds: list[int], settings: SamplerSettings,
-                 method: "Method | None" = None) -> np.ndarray:
-        """Images (B, H, W, 3) uint8 for ``prompts[i]`` with noise seed ``seeds[i]``."""
+    def sample_latents(self, prompts: list[str], seeds: list[int], settings: SamplerSettings,
+                       method: "Method | None" = None, max_steps: int | None = None) -> torch.Tensor:
+        """Run the denoising loop (all steps, or the first ``max_steps``); return latents."""
         if len(prompts) != len(seeds):
             raise ValueError("prompts and seeds must have the same length")
         scheduler = self.make_scheduler(settings.sampler)
@@ -265,13 +265,22 @@ class PipelineAdapter:
         uncond = self.encode_prompts([""] * len(prompts))
         if method is not None:
             cond = method.prompt_embeds(self, cond, uncond, latents, settings, prompts)
-        with torch.no_grad():
-            for i, t in enumerate(scheduler.timesteps):
-                state.step_index, state.timestep = i, int(t)
-                guidance = method.guidance_scale(i, settings.steps, settings.guidance) if method else settings.guidance
-                eps = self.predict_noise(latents, t, cond, uncond, guidance, scheduler)
-                latents = scheduler.step(eps, t, latents).prev_sample
-                if method is not None:
-                    latents = method.on_step(self, i, t, latents)
-        state.step_index, state.timestep = -1, -1
-        return self.decode(latents)
+        try:
+            with torch.no_grad():
+                for i, t in enumerate(scheduler.timesteps):
+                    if max_steps is not None and i >= max_steps:
+                        break
+                    state.step_index, state.timestep = i, int(t)
+                    guidance = method.guidance_scale(i, settings.steps, settings.guidance) if method else settings.guidance
+                    eps = self.predict_noise(latents, t, cond, uncond, guidance, scheduler)
+                    latents = scheduler.step(eps, t, latents).prev_sample
+                    if method is not None:
+                        latents = method.on_step(self, i, t, latents)
+        finally:
+            state.step_index, state.timestep = -1, -1
+        return latents
+
+    def generate(self, prompts: list[str], seeds: list[int], settings: SamplerSettings,
+                 method: "Method | None" = None) -> np.ndarray:
+        """Images (B, H, W, 3) uint8 for ``prompts[i]`` with noise seed ``seeds[i]``."""
+        return self.decode(self.sample_latents(prompts, seeds, settings, method))

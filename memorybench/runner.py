@@ -162,7 +162,7 @@ def run(suite: Suite, method_name: str, settings: dict[str, Any] | None = None,
     if options.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     cache = GenerationCache(options.cache_dir or default_cache_dir())
-    ctx = MethodContext(seed=0, calibration_prompts=list(data.calibration_prompts))
+    ctx = MethodContext(seed=0, settings=suite.sampler, calibration_prompts=list(data.calibration_prompts))
     shard = _Shard()
     gen = generate_all(pipe, suite, data, method, cache, options, ctx, shard)
     if not shard.is_main:

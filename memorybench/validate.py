@@ -60,7 +60,7 @@ def validate_method(method_cls: type[Method], settings: dict | None = None) -> V
     settings_ = SamplerSettings(sampler="ddim", steps=3, guidance=7.5, height=32, width=32)
     prompts = ["a photo of a red cat", "a painting of a house"]
     baseline = pipe.generate(prompts, [0, 1], settings_)
-    ctx = MethodContext(seed=0, calibration_prompts=["a photo of a dog", "an old city street"])
+    ctx = MethodContext(seed=0, settings=settings_, calibration_prompts=["a photo of a dog", "an old city street"])
     try:
         with apply_method(method, pipe, ctx):
             edited = pipe.generate(prompts, [0, 1], settings_, method=method)
