@@ -15,7 +15,6 @@ Run: ``.venv/bin/python benchmarks/bench_metrics.py [--quick]``
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import time
 

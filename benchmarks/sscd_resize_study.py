@@ -27,7 +27,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
 from memorybench.metrics.sscd import PRESETS, SSCDEmbedder, with_resize
