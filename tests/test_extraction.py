@@ -180,3 +180,38 @@ def test_tinyworld_calibration_on_a_fake_world():
     assert cal["threshold"] == pytest.approx(0.5 * floor)
     assert cal["verify_l2"] == pytest.approx(1.5 * cal["threshold"])
     assert cal["real_same_caption_pairs"]["n"] == 1
+
+
+def _fake_run(rng, n_mem=3, n_gen=3, seeds=6):
+    from memorybench.evaluation import RunView
+
+    train = np.concatenate([_noise(rng, n_mem, 64), _noise(rng, 6, 64)])
+    caps = [f"m{i}" for i in range(n_mem)] + ["a", "a", "b", "b", "c", "d"]
+    # real same-caption pairs 'a' and 'b' differ by a bounded amount: the calibration floor
+    train[n_mem + 1] = _jitter(rng, train[n_mem], 1, amp=60)[0]
+    train[n_mem + 3] = _jitter(rng, train[n_mem + 2], 1, amp=60)[0]
+    world = types.SimpleNamespace(train_images=train, train_captions=caps,
+                                  train_kind=["memorized"] * n_mem + ["general"] * 6,
+                                  memorized_indices=np.arange(n_mem))
+    mem = {f"m{i}": _jitter(rng, train[i], seeds, amp=3) for i in range(n_mem)}
+    mem["m0"] = _noise(rng, seeds, 64)  # this memorized prompt no longer copies
+    gen = {f"g{i}": _noise(rng, seeds, 64) for i in range(n_gen)}
+    data = types.SimpleNamespace(extra={"world": world, "source_index": {f"m{i}": i for i in range(n_mem)}})
+    return RunView(suite=types.SimpleNamespace(name="fake"), data=data, images={"memorized": mem, "general": gen},
+                   progress=False)
+
+
+def test_extraction_plugin_on_a_hand_built_run():
+    from memorybench.metric_plugins.extraction import ExtractionAttack
+
+    run = _fake_run(np.random.default_rng(10))
+    metric = ExtractionAttack()
+    metric.use_sscd = False
+    out = metric.compute(run)
+    assert out["extraction_flagged"].value == pytest.approx(2 / 3)
+    assert out["extraction_verified"].value == pytest.approx(2 / 3)
+    assert out["extraction_false_gen"].value == 0.0
+    cal = run.calibration["extraction"]
+    assert 0 < cal["threshold"] < cal["verify_l2"]
+    assert cal["this_run_within_prompt_distances"]["share_general_pairs_linked"] == 0.0
+    assert out["extraction_flagged"].protocol["suite_seeds_memorized"] == [6]

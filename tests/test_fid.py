@@ -174,3 +174,29 @@ def test_inception_path_with_local_random_weights(tmp_path):
     ext = inception_extractor(tmp_path / "inception.pth")
     feats = extract_features(_images(14, 3, size=32), ext, batch_size=3)
     assert feats.shape == (3, 2048) and np.isfinite(feats).all()
+
+
+def test_tinyworld_fid_plugin_on_a_hand_built_run(extractor, tmp_path, monkeypatch):
+    import types
+
+    import memorybench.metric_plugins.quality as quality
+    from memorybench.evaluation import RunView
+
+    monkeypatch.setattr(quality, "tinyclip_extractor", lambda path=None: extractor)
+    monkeypatch.setattr(quality, "N_REFERENCE", 40)
+    world = types.SimpleNamespace(
+        train_images=np.concatenate([_images(20, 2), _images(21, 80)]),
+        train_kind=["memorized"] * 2 + ["general"] * 80, heldout_images=_images(22, 6))
+    gen = {f"g{i}": _images(30 + i, 4) for i in range(6)}
+    run = RunView(suite=types.SimpleNamespace(name="fake"),
+                  data=types.SimpleNamespace(extra={"world": world}), images={"general": gen},
+                  cache_dir=tmp_path, progress=False)
+    ref, desc, spare = quality.reference_images(world, 40)
+    assert len(ref) == 40 and desc["heldout_images"] == 6 and desc["train_general"]["count"] == 34
+    assert spare[0] == 2 + 34
+    out = quality.TinyWorldFID().compute(run)
+    assert set(out) == {"fid_gen", "kid_gen"}
+    assert out["fid_gen"].n == 24 and out["kid_gen"].protocol["kid_subset_size"] == 24
+    assert out["fid_gen"].protocol["reference_set"] == desc
+    assert run.calibration["fid"]["n_real"] == 24 and run.calibration["fid"]["n_reference"] == 40
+    assert list((tmp_path / "fid_ref").glob("*.npz"))
