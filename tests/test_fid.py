@@ -155,6 +155,9 @@ def test_image_folder_errors(extractor, tmp_path):
 def test_missing_weights_errors(tmp_path):
     with pytest.raises(ModelError, match="Inception weights not found"):
         inception_extractor(tmp_path / "weights-inception.pth")
+    torch.save({"x": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(ModelError, match="not a valid"):
+        inception_extractor(tmp_path / "bad.pth")
     with pytest.raises(ModelError, match="no tiny CLIP"):
         tinyclip_extractor(tmp_path / "clip")
 

@@ -210,6 +210,13 @@ def inception_extractor(weights_path: str | os.PathLike | None) -> Extractor:
             "weights-inception-2015-12-05-6726825d.pth (a local file; nothing is downloaded) "
             "and pass its path as feature_extractor_weights_path")
     p = Path(weights_path)
+    try:  # refuse pickled code and malformed files before torch-fidelity loads it (weights_only=False there)
+        sd = torch.load(p, map_location="cpu", weights_only=True)
+        if not isinstance(sd, dict) or "fc.weight" not in sd:
+            raise ValueError("not an Inception-v3 state dict (no fc.weight)")
+    except Exception as e:
+        raise ModelError(f"Inception weights at {p} are not a valid torch-fidelity Inception state dict: {e}") from None
+    del sd
     return Extractor(INCEPTION_NAME, "2048", _sha256_file(p),
                      "uint8 RGB -> TF1-compatible bilinear resize to 299px -> (x-128)/128 (torch-fidelity)",
                      "FID (Inception-v3, torch-fidelity inception-v3-compat)", str(p),
