@@ -10,6 +10,8 @@ BUILTIN_DETECTORS: dict[str, str] = {}
 BUILTIN_METRICS = {
     "pixel-diversity": "memorybench.metric_plugins.pixel_diversity:PixelDiversity",
     "tinyworld-copy": "memorybench.metric_plugins.tinyworld_copy:TinyWorldCopy",
+    "tinyworld-fid": "memorybench.metric_plugins.quality:TinyWorldFID",
+    "extraction-attack": "memorybench.metric_plugins.extraction:ExtractionAttack",
 }
 
 
