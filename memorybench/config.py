@@ -102,7 +102,7 @@ def config_from_dict(cls: type, data: dict[str, Any], owner: str = "config") -> 
             hint = f" Did you mean '{close[0]}'?" if close else ""
             known = f" Known keys: {', '.join(sorted(fields))}." if fields else " It takes no settings."
             raise ConfigError(f"{owner}: unknown key '{key}'.{hint}{known}")
-    kwargs = {k: _coerce(v, hints[k], f"{owner}.{k}") for k, v in data.items()}
+    kwargs = {k: _coerce(v, hints[k], f"{owner}: {k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:  # __post_init__ range checks
