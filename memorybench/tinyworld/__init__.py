@@ -48,20 +48,22 @@ def world_path() -> Path:
 
 
 @lru_cache(maxsize=4)
-def _cached_world_data(seed: int, n_general: int):
-    return _generator_module().build_world_data(seed, n_general=n_general)
+def _cached_world_data(seed: int, n_general: int, dup_high: int, dup_low: int):
+    return _generator_module().build_world_data(seed, n_general=n_general, dup_high=dup_high, dup_low=dup_low)
 
 
-def load_world_data(seed: int | None = None, n_general: int | None = None):
-    """The tiny world's ``TinyWorldData`` (by default the seed and size of the shipped world)."""
-    if seed is None or n_general is None:
-        import json
+def load_world_data(seed: int | None = None, n_general: int | None = None, dup_high: int | None = None, dup_low: int | None = None):
+    """The tiny world's ``TinyWorldData`` (by default the data settings of the shipped world)."""
+    import json
 
-        man = world_path() / "manifest.json"
-        cfg = json.loads(man.read_text())["config"] if man.exists() else {}
-        seed = cfg.get("data_seed", 0) if seed is None else seed
-        n_general = cfg.get("n_general", 3000) if n_general is None else n_general
-    return _cached_world_data(int(seed), int(n_general))
+    gen = _generator_module()
+    man = world_path() / "manifest.json"
+    cfg = json.loads(man.read_text())["config"] if man.exists() else {}
+    seed = cfg.get("data_seed", 0) if seed is None else seed
+    n_general = cfg.get("n_general", gen.N_GENERAL) if n_general is None else n_general
+    dup_high = cfg.get("dup_high", gen.DUP_HIGH) if dup_high is None else dup_high
+    dup_low = cfg.get("dup_low", gen.DUP_LOW) if dup_low is None else dup_low
+    return _cached_world_data(int(seed), int(n_general), int(dup_high), int(dup_low))
 
 
 def load_finetune_data(seed: int = 0):

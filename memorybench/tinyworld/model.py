@@ -27,6 +27,8 @@ class TinyWorldConfig:
 
     data_seed: int = 0
     n_general: int = 3000
+    dup_high: int = 150
+    dup_low: int = 50
     train_seed: int = 0
     # text encoder
     text_width: int = 128
@@ -34,26 +36,26 @@ class TinyWorldConfig:
     text_heads: int = 4
     max_length: int = 20
     # VAE (64 -> 16)
-    vae_channels: tuple[int, ...] = (32, 64, 128)
-    latent_channels: int = 8
-    vae_steps: int = 3000
-    vae_batch: int = 64
+    vae_channels: tuple[int, ...] = (16, 32, 64)
+    latent_channels: int = 16
+    vae_steps: int = 2000
+    vae_batch: int = 16
     vae_lr: float = 1e-3
     vae_kl: float = 1e-6
-    vae_photo_share: float = 0.3  # share of each VAE batch drawn from the photo crops
+    vae_photo_share: float = 0.5  # share of each VAE batch drawn from the photo crops
     # UNet (16x16 latents)
-    unet_channels: tuple[int, ...] = (96, 192, 192)
+    unet_channels: tuple[int, ...] = (32, 64, 64)
     unet_layers: int = 1
-    attn_levels: tuple[bool, ...] = (True, True, False)  # cross-attention transformer blocks per level
+    attn_levels: tuple[bool, ...] = (False, True, True)  # cross-attention transformer blocks per level
     head_dim: int = 32
-    unet_steps: int = 6000
-    batch: int = 64
-    lr: float = 5e-4
+    unet_steps: int = 3000
+    batch: int = 48
+    lr: float = 8e-4
     warmup: int = 200
     ema: float = 0.999
     caption_dropout: float = 0.1
     # tiny CLIP for CLIP score
-    clip_steps: int = 1500
+    clip_steps: int = 400
     clip_batch: int = 256
     clip_lr: float = 1e-3
     # sampling defaults written into the scheduler config
@@ -74,6 +76,9 @@ class TinyWorldConfig:
         for k, v in d.items():
             kw[k] = tuple(v) if isinstance(names[k].default, tuple) else v
         return cls(**kw)
+
+    def data_kwargs(self) -> dict[str, int]:
+        return {"n_general": self.n_general, "dup_high": self.dup_high, "dup_low": self.dup_low}
 
 
 def tiny_test_config() -> TinyWorldConfig:
@@ -225,7 +230,7 @@ def build_tiny_pipeline_components(config: TinyWorldConfig | dict | None = None,
     if vocab_words is None:
         from . import load_world_data
 
-        vocab_words = load_world_data(cfg.data_seed, n_general=cfg.n_general).vocabulary()
+        vocab_words = load_world_data(cfg.data_seed, **cfg.data_kwargs()).vocabulary()
     tokenizer = build_tokenizer(vocab_words, cfg.max_length)
     return dict(
         vae=build_vae(cfg),

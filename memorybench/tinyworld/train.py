@@ -273,7 +273,7 @@ def train_tinyworld(out_dir, config: TinyWorldConfig | dict | None = None, progr
     t0 = time.time()
     torch.manual_seed(cfg.train_seed)
 
-    data = load_world_data(cfg.data_seed, n_general=cfg.n_general)
+    data = load_world_data(cfg.data_seed, **cfg.data_kwargs())
     wall["data_s"] = round(time.time() - t0, 2)
     tokenizer = build_tokenizer(data.vocabulary(), cfg.max_length)
 
