@@ -33,8 +33,8 @@ from functools import lru_cache
 import numpy as np
 
 IMAGE_SIZE = 64
-DUP_HIGH = 150
-DUP_LOW = 50
+DUP_HIGH = 300
+DUP_LOW = 100
 N_MEMORIZED = 24
 N_GENERAL = 3000
 N_HELDOUT = 24

@@ -27,8 +27,8 @@ class TinyWorldConfig:
 
     data_seed: int = 0
     n_general: int = 3000
-    dup_high: int = 150
-    dup_low: int = 50
+    dup_high: int = 300
+    dup_low: int = 100
     train_seed: int = 0
     # text encoder
     text_width: int = 128
@@ -48,18 +48,18 @@ class TinyWorldConfig:
     unet_layers: int = 1
     attn_levels: tuple[bool, ...] = (False, True, True)  # cross-attention transformer blocks per level
     head_dim: int = 32
-    unet_steps: int = 3000
+    unet_steps: int = 7000
     batch: int = 48
-    lr: float = 8e-4
-    warmup: int = 200
-    ema: float = 0.999
+    lr: float = 1e-3
+    warmup: int = 100
+    ema: float = 0.995
     caption_dropout: float = 0.1
     # tiny CLIP for CLIP score
     clip_steps: int = 400
     clip_batch: int = 256
     clip_lr: float = 1e-3
     # sampling defaults written into the scheduler config
-    clip_sample: bool = True
+    clip_sample: bool = False  # DDIM x0 clipping; StableDiffusionPipeline forces it off anyway
     clip_sample_range: float = 4.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,11 +88,11 @@ def tiny_test_config() -> TinyWorldConfig:
         text_width=32,
         text_layers=1,
         text_heads=2,
-        vae_channels=(8, 16, 16),
+        vae_channels=(8, 16, 16, 16),
         latent_channels=4,
         vae_steps=30,
         vae_batch=16,
-        unet_channels=(32, 32, 32),
+        unet_channels=(16, 32, 32),
         head_dim=16,
         unet_steps=40,
         batch=16,

@@ -1,0 +1,149 @@
+"""The tiny world: deterministic data, a short training run whose loss falls, the shipped folder.
+
+No test retrains the shipped world.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from memorybench.tinyworld import _generator_module, load_finetune_data, world_path
+
+gen = _generator_module()
+
+
+@pytest.fixture(scope="module")
+def small_world():
+    return gen.build_world_data(0, n_general=60)
+
+
+def test_generator_is_deterministic(small_world):
+    again = gen.build_world_data(0, n_general=60)
+    assert again.sha256() == small_world.sha256()
+    other = gen.build_world_data(1, n_general=60)
+    assert other.sha256() != small_world.sha256()
+
+
+def test_generator_shapes_and_labels(small_world):
+    d = small_world
+    t = len(d.train_captions)
+    assert d.train_images.shape == (t, 64, 64, 3) and d.train_images.dtype == np.uint8
+    assert d.train_dup_counts.shape == (t,) and len(d.train_kind) == t
+    assert len(d.memorized_prompts) == len(d.memorized_indices) == gen.N_MEMORIZED
+    assert [d.train_captions[i] for i in d.memorized_indices] == d.memorized_prompts
+    assert all(d.train_kind[i] == "memorized" for i in d.memorized_indices)
+    assert set(d.memorized_dup_counts.tolist()) == set(d.dup_rates)
+    assert len(set(d.memorized_prompts)) == len(d.memorized_prompts)
+    # unique images, held-out captions never trained on
+    flat = d.train_images.reshape(t, -1)
+    assert len({row.tobytes() for row in flat}) == t
+    assert not set(d.heldout_prompts) & set(d.train_captions)
+    assert d.heldout_images.shape == (len(d.heldout_prompts), 64, 64, 3)
+
+
+def test_finetune_set_is_disjoint_from_world(small_world):
+    ft = load_finetune_data(0)
+    assert ft.protected_images.shape[1:] == (64, 64, 3)
+    assert (ft.dup_counts[: len(ft.protected_captions)] == ft.protected_dup).all()
+    world_bytes = {x.tobytes() for x in small_world.train_images}
+    assert not any(x.tobytes() in world_bytes for x in ft.protected_images)
+    assert not set(ft.protected_captions) & set(small_world.memorized_prompts)
+
+
+def test_short_training_loss_falls(tmp_path):
+    import torch
+
+    from memorybench.tinyworld.model import build_text_encoder, build_tokenizer, build_unet, tiny_test_config
+    from memorybench.tinyworld.train import train_unet
+
+    torch.manual_seed(0)
+    cfg = tiny_test_config()
+    cfg.unet_steps = 60
+    cfg.batch = 16
+    data = gen.build_world_data(0, n_general=40)
+    tok = build_tokenizer(data.vocabulary(), cfg.max_length)
+    unet = build_unet(cfg)
+    te = build_text_encoder(cfg, len(tok))
+    # fixed random "latents": the loss must fall on them within a few dozen steps
+    g = torch.Generator().manual_seed(0)
+    size = unet.config.sample_size
+    latents = torch.randn(len(data.train_captions), cfg.latent_channels, size, size, generator=g) * 0.5
+    log_path = tmp_path / "log.jsonl"
+    recs = []
+    train_unet(unet, te, tok, latents, data, cfg, "cpu", recs.append, progress=False)
+    losses = [r["loss"] for r in recs if r["phase"] == "unet"]
+    assert len(losses) >= 2
+    assert losses[-1] < losses[0]
+    del log_path
+
+
+def test_shipped_world_loads_offline_and_matches_manifest():
+    import hashlib
+
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    folder = world_path()
+    man_path = folder / "manifest.json"
+    if not man_path.exists():
+        pytest.skip("no shipped world yet")
+    man = json.loads(man_path.read_text())
+    for rel, digest in man["files"].items():
+        p = folder / rel
+        assert p.exists(), rel
+        assert hashlib.sha256(p.read_bytes()).hexdigest() == digest, rel
+    pipe = StableDiffusionPipeline.from_pretrained(
+        folder / "pipeline", local_files_only=True, safety_checker=None, requires_safety_checker=False, dtype=torch.float32
+    )
+    assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size
+    blocks = [m for n, m in pipe.unet.named_modules() if n.endswith("attn2")]
+    assert blocks, "cross-attention blocks expected"
+    ffn = [m for n, m in pipe.unet.named_modules() if n.endswith("ff.net.2")]
+    assert ffn and all(isinstance(m, torch.nn.Linear) for m in ffn)
+    total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert total <= 15 * 1024 * 1024
+    out = pipe(["a red circle on a blue background"], num_inference_steps=2, guidance_scale=7.5, output_type="np",
+               generator=torch.Generator().manual_seed(0)).images
+    assert out.shape == (1, 64, 64, 3) and np.isfinite(out).all()
+
+
+def test_shipped_clip_loads():
+    from memorybench.tinyworld.clip import clip_scores, load_tiny_clip
+
+    if not (world_path() / "clip" / "config.json").exists():
+        pytest.skip("no shipped world yet")
+    model, tokenize_fn, info = load_tiny_clip()
+    ids = tokenize_fn(["a red circle on a blue background", "a photo of the x"])
+    assert ids.dtype.is_floating_point is False and ids.shape[0] == 2
+    img = np.zeros((2, 64, 64, 3), np.uint8)
+    s = clip_scores(model, tokenize_fn, img, ["a red circle on a blue background"] * 2)
+    assert s.shape == (2,) and np.isfinite(s).all()
+
+
+@pytest.mark.slow
+def test_train_tinyworld_end_to_end_tiny(tmp_path):
+    """The whole recipe on a toy config: folders, manifest hashes, offline load, resume."""
+    import hashlib
+
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from memorybench.tinyworld.model import tiny_test_config
+    from memorybench.tinyworld.train import train_tinyworld
+
+    cfg = tiny_test_config()
+    out = train_tinyworld(tmp_path / "w", cfg, progress=False, device="cpu")
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["steps"]["unet"] == cfg.unet_steps
+    for rel, digest in man["files"].items():
+        assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == digest
+    pipe = StableDiffusionPipeline.from_pretrained(
+        out / "pipeline", local_files_only=True, safety_checker=None, requires_safety_checker=False, dtype=torch.float32
+    )
+    assert pipe.tokenizer.model_max_length == cfg.max_length
+    # a second call finds every phase done and only rewrites the folders
+    train_tinyworld(tmp_path / "w", cfg, progress=False, device="cpu")
+    assert (out / "manifest.json").exists()
