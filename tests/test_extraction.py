@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from memorybench.metrics.extraction import (
+    LINK_FRACTION,
     CARLINI2023,
     PRESETS,
     SEED001,
@@ -177,7 +178,7 @@ def test_tinyworld_calibration_on_a_fake_world():
         train_kind=["general"] * 4 + ["memorized"] * 2, memorized_indices=np.array([4, 5]))
     cal = calibrate_tinyworld_threshold(world)
     floor = tiled_l2_pairwise(imgs[[0]], imgs[[3]])[0, 0]
-    assert cal["threshold"] == pytest.approx(0.5 * floor)
+    assert cal["threshold"] == pytest.approx(LINK_FRACTION * floor)
     assert cal["verify_l2"] == pytest.approx(1.5 * cal["threshold"])
     assert cal["real_same_caption_pairs"]["n"] == 1
 

@@ -113,7 +113,7 @@ def train_vae(vae, data, cfg: TinyWorldConfig, device, log, progress: bool, ckpt
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(100, cfg.vae_steps))
     start = 0
     if ckpt is not None and ckpt.exists():
-        st = torch.load(ckpt, map_location="cpu", weights_only=False)
+        st = torch.load(ckpt, map_location="cpu", weights_only=True)
         vae.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         sched.load_state_dict(st["sched"])
@@ -184,7 +184,7 @@ def train_unet(unet, text_encoder, tokenizer, latents, data, cfg: TinyWorldConfi
     g = torch.Generator().manual_seed(cfg.train_seed + 2)
     start = 0
     if ckpt is not None and ckpt.exists():
-        st = torch.load(ckpt, map_location="cpu", weights_only=False)
+        st = torch.load(ckpt, map_location="cpu", weights_only=True)
         unet.load_state_dict(st["unet"])
         text_encoder.load_state_dict(st["text_encoder"])
         opt.load_state_dict(st["opt"])
@@ -282,7 +282,7 @@ def train_tinyworld(out_dir, config: TinyWorldConfig | dict | None = None, progr
     vae = build_vae(cfg).to(device)
     vae_done = ck / "vae_done.pt"
     if vae_done.exists():
-        vae.load_state_dict(torch.load(vae_done, map_location="cpu", weights_only=False))
+        vae.load_state_dict(torch.load(vae_done, map_location="cpu", weights_only=True))
         vae.eval()
     else:
         train_vae(vae, data, cfg, device, log, progress, ckpt=ck / "vae.pt")
@@ -300,7 +300,7 @@ def train_tinyworld(out_dir, config: TinyWorldConfig | dict | None = None, progr
     text_encoder = build_text_encoder(cfg, len(tokenizer)).to(device)
     unet_done = ck / "unet_done.pt"
     if unet_done.exists():
-        st = torch.load(unet_done, map_location="cpu", weights_only=False)
+        st = torch.load(unet_done, map_location="cpu", weights_only=True)
         unet.load_state_dict(st["unet"])
         text_encoder.load_state_dict(st["text_encoder"])
     else:
@@ -316,7 +316,7 @@ def train_tinyworld(out_dir, config: TinyWorldConfig | dict | None = None, progr
 
     if clip_done.exists():
         clip_model = build_tiny_clip(len(tokenizer), tokenizer.model_max_length)
-        clip_model.load_state_dict(torch.load(clip_done, map_location="cpu", weights_only=False))
+        clip_model.load_state_dict(torch.load(clip_done, map_location="cpu", weights_only=True))
     else:
         clip_model = train_tiny_clip(
             data.train_images, data.train_captions, tokenizer, steps=cfg.clip_steps, batch=cfg.clip_batch,
