@@ -1,0 +1,38 @@
+"""Suite tinyworld-v1 on the shipped world: memorization is real, and the split is fixed."""
+
+import yaml
+
+from memorybench.runner import RunOptions, run
+from memorybench.suite import load_suite, load_suite_data
+
+
+def test_calibration_prompts_are_excluded_from_evaluation():
+    suite = load_suite("tinyworld-v1")
+    data = load_suite_data(suite)
+    assert len(data.calibration_prompts) == suite.calibration_prompts
+    assert not set(data.calibration_prompts) & set(data.prompts["memorized"])
+    assert not set(data.prompts["general"]) & set(data.extra["world"].train_captions)
+    assert data.seeds["memorized"] == list(range(8))
+
+
+def _reduced_suite(tmp_path, n_general=8, seeds=4):
+    spec = load_suite("tinyworld-v1").to_dict()
+    spec.update(name="tinyworld-v1-reduced", metrics=["tinyworld-copy"],
+                summary=["sscd_mem", "retrieval_mem", "sscd_gen", "auroc_copy", "diversity_mem", "diversity_gen"])
+    spec["prompt_sets"] = [{"name": "memorized", "seeds": seeds},  # all 16 evaluation prompts
+                           {"name": "general", "seeds": seeds, "limit": n_general}]
+    path = tmp_path / "reduced.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return load_suite(str(path))
+
+
+def test_shipped_world_copies_memorized_prompts_and_not_general_ones(tmp_path):
+    result = run(_reduced_suite(tmp_path), "none", None,
+                 RunOptions(cache_dir=str(tmp_path / "cache"), progress=False))
+    s = result["summary"]
+    # The shipped world memorizes, though less than issue 3's bars ask (see its manifest):
+    # chance retrieval is 1/3024, and memorized prompts collapse across seeds.
+    assert s["retrieval_mem"] >= 0.4, s
+    assert s["sscd_mem"] >= 0.35, s
+    assert s["sscd_gen"] <= 0.5, s
+    assert s["diversity_mem"] > s["diversity_gen"] + 0.05, s
