@@ -16,9 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-BOS = "<|startoftext|>"
-EOS = "<|endoftext|>"
-UNK = "<|unk|>"
+from ..tokenizer import build_word_tokenizer  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -68,14 +66,9 @@ class TinyWorldConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TinyWorldConfig":
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = set(d) - set(names)
-        if unknown:
-            raise ValueError(f"unknown tiny-world config keys: {sorted(unknown)}")
-        kw = {}
-        for k, v in d.items():
-            kw[k] = tuple(v) if isinstance(names[k].default, tuple) else v
-        return cls(**kw)
+        from ..config import config_from_dict
+
+        return config_from_dict(cls, d, owner="tiny-world config")
 
     def data_kwargs(self) -> dict[str, int]:
         return {"n_general": self.n_general, "dup_high": self.dup_high, "dup_low": self.dup_low}
@@ -108,30 +101,8 @@ def tiny_test_config() -> TinyWorldConfig:
 
 
 def build_tokenizer(vocab_words: list[str], max_length: int):
-    """A word-level ``PreTrainedTokenizerFast`` shaped like SD's CLIP tokenizer."""
-    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
-    from tokenizers.models import WordLevel
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {BOS: 0, EOS: 1, UNK: 2}
-    for w in vocab_words:
-        if w not in vocab:
-            vocab[w] = len(vocab)
-    tok = Tokenizer(WordLevel(vocab=vocab, unk_token=UNK))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A {EOS}", pair=f"{BOS} $A {EOS} $B {EOS}", special_tokens=[(BOS, 0), (EOS, 1)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=BOS,
-        eos_token=EOS,
-        unk_token=UNK,
-        pad_token=EOS,
-        model_max_length=max_length,
-        padding_side="right",
-    )
+    """A word-level tokenizer shaped like SD's CLIP tokenizer (the harness's own)."""
+    return build_word_tokenizer(vocab_words, max_length)
 
 
 def tokenize(tokenizer, prompts: list[str]):
