@@ -228,7 +228,7 @@ def train_unet(unet, text_encoder, tokenizer, latents, data, cfg: TinyWorldConfi
             torch._foreach_mul_(ema, d)
             torch._foreach_add_(ema, [p.detach() for p in params], alpha=1 - d)
         if step % 50 == 0 or step == steps - 1:
-            log({"phase": "unet", "step": step, "loss": float(loss), "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - t_start, 2)})
+            log({"phase": "unet", "step": step, "loss": float(loss.detach()), "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - t_start, 2)})
             if progress:
                 it.set_postfix(loss=f"{float(loss):.4f}")
         if ckpt is not None and (step + 1) % 500 == 0 and step + 1 < steps:
