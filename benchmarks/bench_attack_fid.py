@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +90,7 @@ def main() -> None:
 
     r = bench_fid(256 if args.quick else 1024, repeats)
     print(f"\n(c) FID features through torch-fidelity, tiny-CLIP extractor ({r['which']}), 64x64, batch 64")
-    print(f"| images | images/s | fid_kid end to end, 96 gen vs 512 ref, no cache (s) |")
+    print("| images | images/s | fid_kid end to end, 96 gen vs 512 ref, no cache (s) |")
     print("|---|---|---|")
     print(f"| {r['n']} | {r['ips']:.0f} | {r['e2e_s']:.2f} |")
 

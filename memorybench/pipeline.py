@@ -74,16 +74,6 @@ def check_model_folder(path: Path) -> None:
             raise ModelError(f"model folder '{path}/{comp}' holds no weights (*.safetensors or *.bin)")
 
 
-def hash_files(paths: list[Path]) -> str:
-    h = hashlib.sha256()
-    for p in sorted(paths):
-        h.update(p.name.encode())
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 def folder_weights_sha256(path: Path) -> str:
     """sha256 over every weight and config file of a pipeline folder (relative names)."""
     files = [p for p in path.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".json", ".txt")]

@@ -17,7 +17,6 @@ file (e.g. ViT-H-14 or ViT-g-14 laion2b); nothing is downloaded, and a missing f
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, ModelError
+from ..hashing import sha256_file
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -138,14 +138,6 @@ class ClipScorer:
         }
 
 
-def _sha256_prefix(path: Path, n: int = 12) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()[:n]
-
-
 def load_openclip_scorer(
     arch: str,
     weights_path: str | os.PathLike,
@@ -180,7 +172,7 @@ def load_openclip_scorer(
     image_size = getattr(visual, "image_size", 224)
     mean = getattr(visual, "image_mean", None) or OPENAI_CLIP_MEAN
     std = getattr(visual, "image_std", None) or OPENAI_CLIP_STD
-    name = f"clip/open_clip=={open_clip.__version__}/{arch}/{path.name}@sha256:{_sha256_prefix(path)}"
+    name = f"clip/open_clip=={open_clip.__version__}/{arch}/{path.name}@sha256:{sha256_file(path)[:12]}"
     return ClipScorer(model, tokenizer, image_size, mean, std, device=device, batch_size=batch_size, name=name)
 
 

@@ -46,6 +46,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError, ModelError
+from ..hashing import sha256_file
 from .base import MetricValue
 
 TINYCLIP_NAME = "memorybench-tinyclip"
@@ -58,14 +59,6 @@ DEFAULT_RNG_SEED = 2020  # torch-fidelity's default
 
 
 # ----------------------------------------------------------------------------- extractors
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _sha256_state_dict(module: torch.nn.Module) -> str:
@@ -190,7 +183,7 @@ def tinyclip_extractor(path: str | os.PathLike | None = None, model: torch.nn.Mo
         if not weights.is_file() or not (folder / "config.json").is_file():
             raise ModelError(f"no tiny CLIP at {folder}: expected config.json and model.safetensors "
                              "(train the tiny world first, or pass the clip/ folder)")
-        sha = _sha256_file(weights)
+        sha = sha256_file(weights)
         cfg = json.loads((folder / "config.json").read_text())
         image_size = int(cfg.get("vision", {}).get("image_size", 64))
         kwargs = {"feature_extractor_weights_path": str(folder)}
@@ -217,7 +210,7 @@ def inception_extractor(weights_path: str | os.PathLike | None) -> Extractor:
     except Exception as e:
         raise ModelError(f"Inception weights at {p} are not a valid torch-fidelity Inception state dict: {e}") from None
     del sd
-    return Extractor(INCEPTION_NAME, "2048", _sha256_file(p),
+    return Extractor(INCEPTION_NAME, "2048", sha256_file(p),
                      "uint8 RGB -> TF1-compatible bilinear resize to 299px -> (x-128)/128 (torch-fidelity)",
                      "FID (Inception-v3, torch-fidelity inception-v3-compat)", str(p),
                      {"feature_extractor_weights_path": str(p)})
@@ -316,7 +309,7 @@ class ImageFolder(Dataset):
             h = hashlib.sha256()
             for f in self.files:
                 h.update(str(f.relative_to(self.root)).encode() + b"\0")
-                h.update(_sha256_file(f).encode())
+                h.update(sha256_file(f).encode())
             self._sha = h.hexdigest()
         return self._sha
 

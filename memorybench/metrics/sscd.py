@@ -40,7 +40,6 @@ aspect ratio is kept (square images become ``n x n``).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import warnings
@@ -54,6 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, ModelError, UnknownNameError
+from ..hashing import sha256_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -355,14 +355,6 @@ def _package_version(name: str) -> str:
         return "unknown"
 
 
-def _sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 _TORCHSCRIPT_FILES = {
     "disc_mixup": "sscd_disc_mixup.torchscript.pt",
     "disc_large": "sscd_disc_large.torchscript.pt",
@@ -410,7 +402,7 @@ class SSCDEmbedder:
                 self.model_path = Path(model_path)
                 if not self.model_path.is_file():
                     raise ModelError(f"SSCD ONNX model not found: {self.model_path}")
-                source = f"{self.model_path.name}@sha256:{_sha256(self.model_path)[:12]}"
+                source = f"{self.model_path.name}@sha256:{sha256_file(self.model_path)[:12]}"
             self._session = onnx_session(self.model_path, self.threads)
             self._input_name = self._session.get_inputs()[0].name
             self._module = None
@@ -437,7 +429,7 @@ class SSCDEmbedder:
                 ) from e
             self._device = torch.device(device)
             self._session = None
-            source = f"{self.model_path.name}@sha256:{_sha256(self.model_path)[:12]}"
+            source = f"{self.model_path.name}@sha256:{sha256_file(self.model_path)[:12]}"
         self._source = source
         self.implementation = f"sscd/{p.backend}-{p.checkpoint}/{source}/{p.preprocess_tag()}"
 

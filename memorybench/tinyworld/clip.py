@@ -94,7 +94,6 @@ def load_tiny_clip(path: str | os.PathLike | None = None, device: Any = "cpu"):
     ``path`` is the ``clip/`` folder (default: the shipped world's). ``preprocess_info`` holds
     ``image_size``, ``mean``, ``std`` and ``preprocess`` (uint8 NHWC numpy -> model input).
     """
-    import torch
     from safetensors.torch import load_file
     from transformers import PreTrainedTokenizerFast
 

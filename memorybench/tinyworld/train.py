@@ -9,7 +9,6 @@ writes, so a killed run resumes where it stopped and never leaves a half-written
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..hashing import sha256_file
 from .model import (
     TinyWorldConfig,
     build_scheduler,
@@ -42,14 +42,6 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _sha256_file(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def file_hashes(folder: Path) -> dict[str, str]:
     """sha256 of every file under ``folder`` except manifest.json and hidden paths."""
     folder = Path(folder)
@@ -57,7 +49,7 @@ def file_hashes(folder: Path) -> dict[str, str]:
     for p in sorted(folder.rglob("*")):
         rel = p.relative_to(folder).as_posix()
         if p.is_file() and rel != "manifest.json" and not any(part.startswith(".") for part in rel.split("/")):
-            out[rel] = _sha256_file(p)
+            out[rel] = sha256_file(p)
     return out
 
 
