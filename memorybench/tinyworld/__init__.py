@@ -8,43 +8,21 @@ its training data from the generator seed.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
-
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _generator_module():
-    """``datasets/tinyworld/generator.py``, installed as ``memorybench.datasets`` or from the repo."""
-    try:
-        return importlib.import_module("memorybench.datasets.tinyworld.generator")
-    except ImportError:
-        pass
-    name = "memorybench._tinyworld_generator"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = _REPO_ROOT / "datasets" / "tinyworld" / "generator.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    """``datasets/tinyworld/generator.py`` (installed as ``memorybench.datasets``)."""
+    from memorybench.datasets.tinyworld import generator
+
+    return generator
 
 
 def world_path() -> Path:
     """The shipped tiny-world folder (``pipeline/``, ``clip/``, ``manifest.json``)."""
-    try:
-        from importlib.resources import files
-
-        p = Path(str(files("memorybench.datasets.tinyworld") / "world"))
-        if (p / "manifest.json").exists():
-            return p
-    except (ImportError, ModuleNotFoundError, TypeError):
-        pass
-    return _REPO_ROOT / "datasets" / "tinyworld" / "world"
+    return Path(str(files("memorybench.datasets.tinyworld") / "world"))
 
 
 @lru_cache(maxsize=4)
