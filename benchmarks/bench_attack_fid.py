@@ -1,8 +1,6 @@
 """Attack and FID benchmarks (ratios and throughputs, not timed tests).
 
-(a) Tiled L2 all pairs for 500 images of 64x64x3, vectorised vs a per-pair Python loop:
-    reuses ``bench_metrics.bench_tiled_l2`` (timed loop on a subset of pairs,
-    extrapolated to all N*N pairs). Goal: >= 50x.
+(a) Tiled L2 all pairs vs a per-pair loop: see ``bench_metrics.py`` (not repeated here).
 (b) The whole clique attack on one prompt (distances + graph + bounded clique search) at
     N = 50 (seed001) and N = 500 (carlini2023), 64x64: planted clique of 12 among noise.
 (c) FID feature extraction through torch-fidelity with the tiny-CLIP extractor, images/s
@@ -26,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_metrics import _best, bench_tiled_l2  # noqa: E402
+from bench_metrics import _best  # noqa: E402
 
 from memorybench.metrics.extraction import SEED001, CARLINI2023, attack_prompt  # noqa: E402
 from memorybench.metrics.fid import extract_features, fid_kid, tinyclip_extractor  # noqa: E402
@@ -73,13 +71,6 @@ def main() -> None:
     torch.set_num_threads(available_cores())
     print(f"# memorybench attack/FID benchmarks: {platform.processor() or platform.machine()}, "
           f"{available_cores()} cores, torch {torch.__version__}, best of {repeats}")
-
-    tl = bench_tiled_l2(n=200 if args.quick else 500, loop_pairs=500 if args.quick else 2000, repeats=repeats)
-    print("\n(a) tiled L2 all pairs, 64x64x3 uint8, 4x4 grid (bench_metrics.bench_tiled_l2)")
-    print(f"| images | pairs | vectorised (s) | per-pair loop (s, extrapolated from {tl['loop_pairs_timed']} pairs) | speed-up |")
-    print("|---|---|---|---|---|")
-    print(f"| {tl['n']} | {tl['pairs']} | {tl['vectorised_s']:.3f} | {tl['loop_s_extrapolated']:.1f} "
-          f"| {tl['speedup']:.0f}x (goal >= 50x) |")
 
     print("\n(b) clique attack, one prompt, 64x64 (distances + networkx graph + bounded search + verification)")
     print("| preset | N | seconds per prompt |")
