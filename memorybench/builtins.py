@@ -5,8 +5,19 @@ from .registry import DETECTORS, METHODS, METRICS
 BUILTIN_METHODS = {
     "none": "memorybench.methods.none:NoMitigation",
     "wanda-prune": "memorybench.methods.wanda_prune:WandaPrune",
+    "wen-embedding-opt": "memorybench.methods.wen_embedding_opt:WenEmbeddingOpt",
+    "rta": "memorybench.methods.token_perturbation:RandomTokenAddition",
+    "rna": "memorybench.methods.token_perturbation:RandomNumberAddition",
+    "gni": "memorybench.methods.token_perturbation:GaussianNoiseInjection",
+    "attn-rescale": "memorybench.methods.attn_rescale:AttentionRescale",
+    "scheduled-guidance": "memorybench.methods.scheduled_guidance:ScheduledGuidance",
+    "grad-projection": "memorybench.methods.grad_projection:GradientProjection",
 }
-BUILTIN_DETECTORS: dict[str, str] = {}
+BUILTIN_DETECTORS = {
+    "wen-magnitude": "memorybench.detectors.wen_magnitude:WenMagnitude",
+    "ren-entropy": "memorybench.detectors.ren_entropy:RenEntropy",
+    "overestimation": "memorybench.detectors.overestimation:OverEstimation",
+}
 BUILTIN_METRICS = {
     "pixel-diversity": "memorybench.metric_plugins.pixel_diversity:PixelDiversity",
     "tinyworld-copy": "memorybench.metric_plugins.tinyworld_copy:TinyWorldCopy",

@@ -1,0 +1,1 @@
+"""Built-in memorization detectors, one file each (registered lazily in memorybench.builtins)."""
