@@ -23,6 +23,10 @@ BUILTIN_METRICS = {
     "tinyworld-copy": "memorybench.metric_plugins.tinyworld_copy:TinyWorldCopy",
     "tinyworld-fid": "memorybench.metric_plugins.quality:TinyWorldFID",
     "extraction-attack": "memorybench.metric_plugins.extraction:ExtractionAttack",
+    "webster-copy": "memorybench.metric_plugins.webster_copy:WebsterCopy",
+    "webster-extraction": "memorybench.metric_plugins.webster_extraction:WebsterExtraction",
+    "clip-score": "memorybench.metric_plugins.clip_score:ClipScore",
+    "coco-fid": "memorybench.metric_plugins.coco_fid:CocoFID",
 }
 
 

@@ -45,6 +45,7 @@ class RunOptions:
     progress: bool = True
     command: list[str] | None = None
     extra_provenance: dict[str, Any] = field(default_factory=dict)
+    data_paths: dict[str, str] = field(default_factory=dict)  # --data KEY=PATH: local data the suite reads
 
 
 def load_model(suite: Suite, options: RunOptions) -> PipelineAdapter:
@@ -157,7 +158,7 @@ def run(suite: Suite, method_name: str, settings: dict[str, Any] | None = None,
     method_cls = METHODS.get(method_name)
     method = method_cls.from_settings(settings or {})
     metric_objs = [METRICS.get(name)() for name in suite.metrics]  # fail fast on unknown names
-    data = load_suite_data(suite)
+    data = load_suite_data(suite, options.data_paths)
     pipe = load_model(suite, options)
     if options.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()

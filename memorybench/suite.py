@@ -146,12 +146,59 @@ def _inline_data(suite: Suite) -> SuiteData:
                      calibration_prompts=calib, hashes={"prompts": sha256_json(prompts)})
 
 
-def load_suite_data(suite: Suite) -> SuiteData:
+# data loaders of optional sources live in modules imported on demand
+_SOURCE_MODULES = {"webster500": "memorybench.realdata.webster_suite", "coco-captions": "memorybench.realdata.coco_suite"}
+
+
+def load_suite_data(suite: Suite, paths: dict[str, str] | None = None) -> SuiteData:
+    """The suite's prompts and data. ``paths``: local files and folders the user passed
+    (``--data KEY=PATH``), for sources that read user data; their loaders take them as a
+    second argument and check them."""
     if suite.data not in _DATA_LOADERS:
-        # data loaders of optional sources live in modules imported on demand
         if suite.data == "tinyworld":
             from . import tinyworld_suite  # noqa: F401
+        elif suite.data in _SOURCE_MODULES:
+            import importlib
+
+            importlib.import_module(_SOURCE_MODULES[suite.data])
     loader = _DATA_LOADERS.get(suite.data)
     if loader is None:
         raise ConfigError(f"suite '{suite.name}': unknown data source '{suite.data}'")
+    import inspect
+
+    if len(inspect.signature(loader).parameters) >= 2:
+        return loader(suite, dict(paths or {}))
+    if paths:
+        raise ConfigError(f"suite '{suite.name}' reads no local data: remove --data {', '.join(sorted(paths))}")
     return loader(suite)
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    if default is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def with_options(suite: Suite, overrides: dict[str, Any]) -> Suite:
+    """``suite`` with some of its ``options`` replaced (``--suite-option KEY=VALUE``).
+
+    Only keys the suite declares can be set, to a value of the declared type. The options
+    are part of the suite's hash, so a result made with other options is never mistaken
+    for one of the shipped suite."""
+    if not overrides:
+        return suite
+    options = dict(suite.options)
+    for key, value in overrides.items():
+        if key not in options:
+            known = ", ".join(sorted(options)) or "none"
+            raise ConfigError(f"suite '{suite.name}' has no option '{key}' (options: {known})")
+        default = options[key]
+        if not _same_kind(value, default):
+            raise ConfigError(f"suite '{suite.name}' option '{key}' must be a {type(default).__name__} "
+                              f"like its default {default!r}, got {value!r}")
+        options[key] = float(value) if isinstance(default, float) else value
+    return dataclasses.replace(suite, options=options)
