@@ -210,6 +210,46 @@ def cmd_analyze_wanda_masks(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- detect -----------------------------------------------------------------------------
+def cmd_detect(args: argparse.Namespace) -> int:
+    from .config import parse_set_options
+    from .detect import DetectOptions, default_detection_path, format_report, run_detection
+    from .registry import DETECTORS
+    from .suite import load_suite
+
+    _load_plugins(args)
+    suite = load_suite(args.suite)
+    settings = parse_set_options(args.set)
+    detector = DETECTORS.get(args.detector).from_settings(settings)  # validate before loading the model
+    output = args.output or str(default_detection_path(suite, detector))
+    options = DetectOptions(model_path=args.model, output=output, device=args.device, dtype=args.dtype,
+                            batch_size=args.batch_size, limit=args.limit, progress=not args.no_progress,
+                            command=["memorybench"] + sys.argv[1:])
+    report = run_detection(suite, args.detector, settings, options)
+    for line in format_report(report):
+        print(line)
+    print(f"report written to {output}")
+    return 0
+
+
+# -- analyze ----------------------------------------------------------------------------
+def cmd_analyze_wanda_masks(args: argparse.Namespace) -> int:
+    from .analysis.wanda_masks import FIGURE_NAME, REPORT_NAME, MaskAnalysisOptions, analyze_wanda_masks, format_table
+    from .config import parse_set_options
+    from .suite import load_suite
+
+    suite = load_suite(args.suite)
+    options = MaskAnalysisOptions(subsets=args.subsets, subset_size=args.subset_size, mode=args.mode, seed=args.seed,
+                                  control=not args.no_control, wanda=parse_set_options(args.set),
+                                  model_path=args.model, device=args.device, progress=not args.no_progress,
+                                  command=["memorybench"] + sys.argv[1:])
+    report = analyze_wanda_masks(suite, options, args.out)
+    for line in format_table(report):
+        print(line)
+    print(f"written {Path(args.out) / REPORT_NAME} and {Path(args.out) / FIGURE_NAME}")
+    return 0
+
+
 # -- tinyworld --------------------------------------------------------------------------
 def cmd_tinyworld_train(args: argparse.Namespace) -> int:
     from .tinyworld.train import train_tinyworld
@@ -281,6 +321,38 @@ def build_parser() -> argparse.ArgumentParser:
     d = dsub.add_parser("show", help="format, prompt count, prompts per label and sha256 of a data file")
     d.add_argument("file", help="a Webster-500 prompt file (Wen's JSONL or NeMo's CSV) or a COCO captions JSON")
     d.set_defaults(func=cmd_data_show)
+
+    p = sub.add_parser("detect", help="score memorized vs general prompts with a detector: AUROC, TPR@1%%FPR, cost")
+    p.add_argument("--suite", required=True, help="suite name or YAML file (needs prompt sets memorized and general)")
+    p.add_argument("--detector", required=True, help="detector name (memorybench list detectors)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="detector config value (repeatable)")
+    p.add_argument("--model", metavar="PATH", help="local diffusers StableDiffusionPipeline folder")
+    p.add_argument("--output", metavar="FILE.json", help="report path (default results/SUITE/detect-NAME-CFG.json)")
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N prompts of each set (quick checks)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
+    p.add_argument("--batch-size", type=int, default=8, help="prompts per detector call")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    plugins_arg(p)
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("analyze", help="analyses of methods (e.g. overlap of Wanda masks across prompt subsets)")
+    asub = p.add_subparsers(dest="analyze_command", metavar="ANALYSIS")
+    asub.required = True
+    a = asub.add_parser("wanda-masks", help="pairwise IoU and density of wanda-prune masks from memorized prompt subsets")
+    a.add_argument("--suite", required=True)
+    a.add_argument("--subsets", type=int, default=5, help="number of memorized prompt subsets (>= 2)")
+    a.add_argument("--subset-size", type=int, metavar="N", help="prompts per subset (default: pool size // subsets)")
+    a.add_argument("--mode", choices=["disjoint", "random"], default="disjoint",
+                   help="disjoint: no prompt in two subsets; random: independent draws without replacement")
+    a.add_argument("--seed", type=int, default=0, help="seed of the subset draw")
+    a.add_argument("--set", action="append", metavar="KEY=VALUE", help="wanda-prune config value (repeatable)")
+    a.add_argument("--no-control", action="store_true", help="skip the general-prompt control mask")
+    a.add_argument("--out", required=True, metavar="DIR", help="folder for wanda-masks.json and the heatmap PNG")
+    a.add_argument("--model", metavar="PATH", help="local diffusers StableDiffusionPipeline folder")
+    a.add_argument("--device", default="cpu")
+    a.add_argument("--no-progress", action="store_true")
+    a.set_defaults(func=cmd_analyze_wanda_masks)
 
     p = sub.add_parser("detect", help="score memorized vs general prompts with a detector: AUROC, TPR@1%%FPR, cost")
     p.add_argument("--suite", required=True, help="suite name or YAML file (needs prompt sets memorized and general)")

@@ -180,7 +180,17 @@ def _check_method(obj: Any) -> None:
 
 
 METHODS: Registry = Registry(kind="method", group="memorybench.methods", validator=_check_method)
-DETECTORS: Registry = Registry(kind="detector", group="memorybench.detectors")
+
+
+def _check_detector(obj: Any) -> None:
+    from .detector import check_detector_class
+
+    check_detector_class(obj)
+
+
+DETECTORS: Registry = Registry(kind="detector", group="memorybench.detectors", validator=_check_detector)
+
+
 def _check_metric(obj: Any) -> None:
     from .evaluation import check_metric_class
 

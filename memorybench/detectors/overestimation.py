@@ -1,0 +1,87 @@
+"""``overestimation``: early over-estimation and trajectory collapse (seed 000: Kim, Kim and
+Lee 2025, "How diffusion models memorize").
+
+Seed 000 traces memorization to the first denoising steps: under classifier-free guidance
+a memorized prompt makes the model over-estimate its training image (the predicted clean
+sample is pushed beyond what the data allow), the initial randomness is suppressed, and
+trajectories from different initial noises collapse onto the same image. Three figures
+come from the first ``steps`` CFG steps of ``seeds`` initial noises per prompt, using the
+Tweedie estimate x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) with the guided eps:
+
+- ``collapse``: mean pairwise cosine similarity of the x0 estimates across seeds (the
+  noises are independent, so a prompt that does not pin one image gives dissimilar x0s);
+- ``overestimation``: ||x0(guided)|| / ||x0(unconditional)||, the factor by which guidance
+  inflates the clean-sample estimate over the model's own prior at the same x_t (in the
+  theory of the schedule guidance should not change it much);
+- ``latent_deviation``: RMS of the next latent minus 1, the RMS a variance-preserving
+  schedule gives unit-variance latents (reported only: weak on its own).
+
+Each is averaged over the first ``steps`` steps (and seeds). ``score`` selects the
+detector's output: ``collapse`` (default), ``overestimation``, or ``combined`` =
+collapse x overestimation (both grow with memorization; the product needs no reference
+set to normalise against, unlike a sum of z-scores).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from memorybench.detector import DetectionScores, Detector, early_trajectory, per_prompt, seed_list
+from memorybench.registry import register_detector
+
+
+@dataclass
+class OverEstimationConfig:
+    steps: int = 1  # average over the first k denoising steps
+    seeds: int = 4  # initial noises per prompt (collapse needs >= 2)
+    seed_offset: int = 0
+    score: Literal["collapse", "overestimation", "combined"] = "collapse"
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError("steps must be >= 1")
+        if self.seeds < 2:
+            raise ValueError("seeds must be >= 2: trajectory collapse compares seeds")
+
+
+def pairwise_cosine(x: torch.Tensor) -> torch.Tensor:
+    """(prompts, seeds, d) -> (prompts,) mean cosine similarity over pairs of distinct seeds."""
+    z = torch.nn.functional.normalize(x, dim=2)
+    sim = z @ z.transpose(1, 2)
+    n = x.shape[1]
+    off = ~torch.eye(n, dtype=torch.bool, device=x.device)
+    return sim[:, off].mean(dim=1)
+
+
+@register_detector()
+class OverEstimation(Detector):
+    name = "overestimation"
+    description = "Early over-estimation of x0 under guidance and trajectory collapse across seeds (seed 000)"
+    Config = OverEstimationConfig
+    reference = "Kim, Kim and Lee 2025, 'How diffusion models memorize' (seed 000): early over-estimation, trajectory collapse"
+
+    def score(self, pipe, prompts, settings) -> DetectionScores:
+        cfg = self.config
+        n = len(prompts)
+        sums = {k: torch.zeros(n, dtype=torch.float64) for k in ("collapse", "overestimation", "latent_deviation")}
+        for rec in early_trajectory(pipe, prompts, seed_list(cfg.seeds, cfg.seed_offset), settings, cfg.steps):
+            a = rec.alpha_bar
+            x_t = rec.latents.double()
+            x0_g = ((x_t - (1 - a) ** 0.5 * rec.eps_guided.double()) / a ** 0.5).flatten(1)
+            x0_u = ((x_t - (1 - a) ** 0.5 * rec.eps_uncond.double()) / a ** 0.5).flatten(1)
+            sums["collapse"] += pairwise_cosine(per_prompt(x0_g, n)).cpu()
+            sums["overestimation"] += per_prompt((x0_g.norm(dim=1) / x0_u.norm(dim=1)).cpu(), n).mean(dim=1)
+            rms = rec.next_latents.double().flatten(1).pow(2).mean(dim=1).sqrt()
+            sums["latent_deviation"] += per_prompt((rms - 1.0).cpu(), n).mean(dim=1)
+        comp = {k: (v / cfg.steps).numpy() for k, v in sums.items()}
+        if cfg.score == "combined":
+            score = comp["collapse"] * comp["overestimation"]
+        else:
+            score = comp[cfg.score]
+        return DetectionScores(score, comp)
+
+    def unet_calls_per_prompt(self, settings) -> int:
+        return 2 * self.config.steps * self.config.seeds

@@ -1,0 +1,126 @@
+"""``ren-entropy``: entropy of cross-attention over the text tokens at the first step (Ren et
+al., ECCV 2024, "Unveiling and mitigating memorization in text-to-image diffusion models
+through cross attention").
+
+Ren et al. observe that a prompt which triggers memorization draws cross-attention away
+from the beginning-of-text token onto a few prompt (trigger) token embeddings, so the
+attention distribution over the text positions is spread out: its entropy at the first
+denoising step is *higher* for memorized prompts. Their released detection script scores
+a prompt by that entropy (higher = memorized) at step 0 of one cross-attention layer of
+SD; here the layer set is a setting and defaults to every ``attn2`` layer.
+
+Per prompt: the conditional branch's attention probabilities are averaged over heads,
+query positions (pixels) and the chosen layers into one distribution over the text
+positions (BOS, prompt, EOS, padding), its entropy is taken per seed, and the mean over
+seeds is the score. ``direction = "lower"`` flips the sign, for models where memorization
+concentrates attention instead.
+
+Capture is a wrapper processor on each ``attn2`` key: it calls the original processor
+for the output (so generation is unchanged) and recomputes the attention probabilities
+from the same query and key projections on the side; the originals are put back after.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from memorybench.detector import DetectionScores, Detector, capture_processors, early_trajectory, per_prompt, seed_list
+from memorybench.errors import ConfigError
+from memorybench.registry import register_detector
+
+
+@dataclass
+class RenEntropyConfig:
+    steps: int = 1  # average the entropy over the first k steps (Ren's detector: step 0 only)
+    seeds: int = 4
+    seed_offset: int = 0
+    layers: list[int] | None = None  # indices into the UNet's attn2 layers (order of attn_processors); None = all
+    direction: Literal["higher", "lower"] = "higher"  # which entropy means memorized (paper: higher)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.seeds < 1:
+            raise ValueError("steps and seeds must be >= 1")
+
+
+class AttentionProbe:
+    """Wraps a cross-attention processor; records head- and pixel-averaged attention
+    probabilities of the conditional branch at the first ``steps`` steps."""
+
+    def __init__(self, inner, pipe, steps: int, sink: list[torch.Tensor]):
+        self.inner, self.pipe, self.steps, self.sink = inner, pipe, steps, sink
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *args, **kwargs):
+        state = self.pipe.state
+        if 0 <= state.step_index < self.steps and encoder_hidden_states is not None:
+            self.sink.append(self._probs(attn, hidden_states, encoder_hidden_states, attention_mask)[state.cond_slice])
+        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
+
+    @staticmethod
+    @torch.no_grad()
+    def _probs(attn, hidden_states, context, attention_mask) -> torch.Tensor:
+        """(batch, text positions): attention averaged over heads and query positions."""
+        x = hidden_states
+        if x.ndim == 4:  # (B, C, H, W) inputs of spatial processors
+            x = x.flatten(2).transpose(1, 2)
+        if getattr(attn, "group_norm", None) is not None:
+            x = attn.group_norm(x.transpose(1, 2)).transpose(1, 2)
+        if getattr(attn, "norm_cross", None):
+            context = attn.norm_encoder_hidden_states(context)
+        batch, queries = x.shape[0], x.shape[1]
+        q = attn.head_to_batch_dim(attn.to_q(x)).float()
+        k = attn.head_to_batch_dim(attn.to_k(context)).float()
+        mask = attn.prepare_attention_mask(attention_mask, context.shape[1], batch) if attention_mask is not None else None
+        logits = torch.baddbmm(torch.zeros(q.shape[0], queries, k.shape[1], dtype=q.dtype, device=q.device),
+                               q, k.transpose(1, 2), beta=0, alpha=attn.scale)
+        if mask is not None:
+            logits = logits + mask.float()
+        probs = logits.softmax(dim=-1)  # (B * heads, queries, tokens)
+        return probs.reshape(batch, attn.heads, queries, -1).mean(dim=(1, 2))
+
+
+def entropy(p: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    p = p.double()
+    return -(p * p.clamp_min(1e-30).log()).sum(dim=dim)
+
+
+@register_detector()
+class RenEntropy(Detector):
+    name = "ren-entropy"
+    description = "Entropy of cross-attention over the text tokens at the first step (Ren et al. 2024)"
+    Config = RenEntropyConfig
+    reference = ("Ren et al., ECCV 2024 (MemAttn): entropy of the token attention at step 0, higher = memorized; "
+                 "SD uses one attn2 layer, the tiny world all of them")
+
+    def _keys(self, pipe) -> list[str]:
+        keys = pipe.attn2_processor_keys()
+        if self.config.layers is None:
+            return keys
+        bad = [i for i in self.config.layers if not 0 <= i < len(keys)]
+        if bad:
+            raise ConfigError(f"detector '{self.name}': layers {bad} out of range: the model has {len(keys)} attn2 layers")
+        return [keys[i] for i in self.config.layers]
+
+    def score(self, pipe, prompts, settings) -> DetectionScores:
+        cfg = self.config
+        keys = self._keys(pipe)
+        current = pipe.unet.attn_processors
+        sinks: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
+        probes = {k: AttentionProbe(current[k], pipe, cfg.steps, sinks[k]) for k in keys}
+        with capture_processors(pipe, probes):
+            for _ in early_trajectory(pipe, prompts, seed_list(cfg.seeds, cfg.seed_offset), settings, cfg.steps):
+                pass
+        # (layers, steps, rows, tokens) -> one distribution per step and row; entropy per
+        # step, then the mean over steps (as Ren's script does) and seeds
+        dist = torch.stack([torch.stack(sinks[k]) for k in keys]).mean(dim=0)
+        ent = per_prompt(entropy(dist).mean(dim=0).cpu(), len(prompts))  # (prompts, seeds)
+        mean_entropy = ent.mean(dim=1)
+        bos = per_prompt(dist[:, :, 0].double().mean(dim=0).cpu(), len(prompts)).mean(dim=1)
+        sign = 1.0 if cfg.direction == "higher" else -1.0
+        return DetectionScores((sign * mean_entropy).numpy(),
+                               {"entropy": mean_entropy.numpy(), "bos_attention": bos.numpy()})
+
+    def unet_calls_per_prompt(self, settings) -> int:
+        return 2 * self.config.steps * self.config.seeds
