@@ -9,7 +9,12 @@ and any of these hooks:
 - ``prompt_embeds(pipe, cond, uncond, latents, settings, prompts)``: change the text
   condition per batch (e.g. optimise it against the initial noise);
 - ``guidance_scale(step, num_steps, default)``: per-step classifier-free guidance;
-- ``on_step(pipe, step, t, latents)``: change latents after each scheduler step.
+- ``on_step(pipe, step, t, latents)``: change latents after each scheduler step;
+- ``training_hook(pipe, ctx, job)`` (kind ``"training"``): on suites that fine-tune the model
+  before generation (e.g. finetune-dup-v1), called once before the fine-tune with a
+  :class:`memorybench.finetune.FinetuneJob` (trained parameters, a forward pass over the
+  protected samples); returns a :class:`TrainingHook` whose ``before_step`` may edit
+  gradients and ``after_step`` parameters, or None.
 
 ``apply_method`` applies a method and undoes every edit on exit: the weights come back
 bit-identical and the attention processors are the same objects as before.
@@ -30,6 +35,7 @@ from .config import config_from_dict, config_sha256, config_to_dict
 from .errors import ConfigError
 
 if TYPE_CHECKING:
+    from .finetune import FinetuneJob
     from .pipeline import PipelineAdapter, SamplerSettings
 
 MethodKind = Literal["weight-edit", "inference", "training"]
@@ -76,6 +82,20 @@ class MethodContext:
         self._saved_modules.clear()
 
 
+class TrainingHook:
+    """What a training-time method does inside a suite's fine-tune loop (both no-ops here).
+
+    ``before_step(step)`` runs after the backward pass and before the optimizer step (edit
+    each trained parameter's ``.grad`` in place); ``after_step(step)`` runs after the
+    optimizer step (edit parameters in place, under ``torch.no_grad``)."""
+
+    def before_step(self, step: int) -> None:
+        pass
+
+    def after_step(self, step: int) -> None:
+        pass
+
+
 class Method:
     """Base class of mitigation methods. Subclass, set the class attributes, register."""
 
@@ -118,6 +138,10 @@ class Method:
 
     def on_step(self, pipe: "PipelineAdapter", step: int, t: Any, latents: torch.Tensor) -> torch.Tensor:
         return latents
+
+    def training_hook(self, pipe: "PipelineAdapter", ctx: MethodContext, job: "FinetuneJob") -> TrainingHook | None:
+        """Plug into the suite's fine-tune (kind "training"); figures go into ``ctx.report``."""
+        return None
 
     def remove(self, pipe: "PipelineAdapter", ctx: MethodContext) -> None:
         """Undo anything not done through ``ctx`` (override if you need to)."""

@@ -8,6 +8,7 @@ method, then compute metrics from the images and write the result atomically.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -26,6 +27,7 @@ from . import provenance
 from .cache import GenerationCache, GenerationKey, atomic_write_text, default_cache_dir
 from .errors import ConfigError
 from .evaluation import RunView
+from .finetune import suite_finetune
 from .method import Method, MethodContext, apply_method
 from .pipeline import PipelineAdapter
 from .registry import METHODS, METRICS
@@ -106,22 +108,25 @@ def generate_all(pipe: PipelineAdapter, suite: Suite, data: SuiteData, method: M
     """Fill the cache with every image of the suite; return counts and timings."""
     s = suite.sampler
     dtype = _dtype_name(pipe.dtype)
+    finetune = suite_finetune(pipe, suite, data, method, cache.root, options.progress)  # None unless the suite fine-tunes
+    model_sha = finetune.model_sha256 if finetune else pipe.weights_sha256  # base weights (+ fine-tune recipe)
     jobs: list[tuple[str, str, int, GenerationKey]] = []
     for set_name, prompts in data.prompts.items():
         for prompt in prompts:
             for seed in data.seeds[set_name]:
-                key = GenerationKey(pipe.weights_sha256, method.name, method.config_sha256(), prompt, seed,
+                key = GenerationKey(model_sha, method.name, method.config_sha256(), prompt, seed,
                                     s.sampler, s.steps, float(s.guidance), s.height, s.width, dtype)
                 jobs.append((set_name, prompt, seed, key))
     missing = [j for j in jobs if not cache.has(j[3])]
     shard = shard or _Shard()
     n_missing = len(missing)
     missing = missing[shard.index::shard.count]
-    prep_file = cache.root / "prepare" / f"{pipe.weights_sha256[:16]}-{method.name}-{method.config_sha256()[:16]}.json"
+    prep_file = cache.root / "prepare" / f"{model_sha[:16]}-{method.name}-{method.config_sha256()[:16]}.json"
     prep_seconds = None
     if missing:
-        with apply_method(method, pipe, ctx) as applied:
-            prep_seconds = applied.prepare_seconds
+        with (finetune.applied(method, ctx) if finetune else contextlib.nullcontext(0.0)) as finetune_seconds, \
+                apply_method(method, pipe, ctx) as applied:
+            prep_seconds = finetune_seconds + applied.prepare_seconds
             atomic_write_text(prep_file, json.dumps({"seconds": prep_seconds, "report": ctx.report}))
             bar = tqdm(total=len(missing), desc=f"generate [{method.name}]", unit="img",
                        disable=not options.progress, file=sys.stderr)

@@ -147,7 +147,8 @@ def _inline_data(suite: Suite) -> SuiteData:
 
 
 # data loaders of optional sources live in modules imported on demand
-_SOURCE_MODULES = {"webster500": "memorybench.realdata.webster_suite", "coco-captions": "memorybench.realdata.coco_suite"}
+_SOURCE_MODULES = {"webster500": "memorybench.realdata.webster_suite", "coco-captions": "memorybench.realdata.coco_suite",
+                   "finetune-dup": "memorybench.finetune_suite"}
 
 
 def load_suite_data(suite: Suite, paths: dict[str, str] | None = None) -> SuiteData:

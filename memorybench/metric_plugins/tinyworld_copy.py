@@ -56,8 +56,11 @@ class TinyWorldCopy(Metric):
     def compute(self, run: RunView) -> dict[str, MetricValue]:
         world = run.data.extra["world"]
         source_index = run.data.extra["source_index"]
+        # suites that train further (finetune-dup-v1) search the world's and their own images
+        train_images = run.data.extra.get("train_images", world.train_images)
+        train_sha256 = run.data.extra.get("train_sha256") or world.sha256()
         embedder = SSCDEmbedder("default", progress=run.progress)
-        train_emb = cached_embeddings(embedder, world.train_images, world.sha256(), run.cache_dir)
+        train_emb = cached_embeddings(embedder, train_images, train_sha256, run.cache_dir)
 
         real = run.data.extra["general_real_images"]
         real_prompts = list(real)
@@ -71,7 +74,7 @@ class TinyWorldCopy(Metric):
         out = copy_summary(
             mem_images, src, mem_prompts, gen_images, gen_prompts, train_emb, embedder,
             threshold=calibration["threshold"], clip_scorer=scorer,
-            mem_source_images=world.train_images[src],
+            mem_source_images=train_images[src],
         )
         gen_emb = embedder.embed(gen_images.reshape(-1, *gen_images.shape[2:]))
         gen_floor = nearest_train_sims(gen_emb, train_emb)

@@ -86,7 +86,9 @@ def _to_float(images: np.ndarray, device):
     return torch.as_tensor(np.ascontiguousarray(images), device=device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
-def _lr_lambda(warmup: int, total: int):
+def warmup_cosine(warmup: int, total: int):
+    """LR multiplier: linear warmup, then cosine decay to 10% (the world's and fine-tunes' schedule)."""
+
     def f(step: int) -> float:
         if step < warmup:
             return (step + 1) / max(1, warmup)
@@ -102,7 +104,7 @@ def train_vae(vae, data, cfg: TinyWorldConfig, device, log, progress: bool, ckpt
 
     g = torch.Generator().manual_seed(cfg.train_seed + 1)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(100, cfg.vae_steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(100, cfg.vae_steps))
     start = 0
     if ckpt is not None and ckpt.exists():
         st = torch.load(ckpt, map_location="cpu", weights_only=True)
@@ -161,17 +163,30 @@ def encode_latents(vae, images: np.ndarray, device, batch: int = 256):
     return torch.cat(out)
 
 
+def noise_prediction_loss(unet, x0, text_emb, alphas_cumprod, generator):
+    """Epsilon-prediction MSE of ``unet`` on clean latents ``x0`` noised at uniform random
+    timesteps (noise, then timesteps, drawn from the CPU ``generator``)."""
+    import torch
+    import torch.nn.functional as F
+
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+    t = torch.randint(0, len(alphas_cumprod), (x0.shape[0],), generator=generator).to(x0.device)
+    a = alphas_cumprod[t].view(-1, 1, 1, 1).to(x0.dtype)
+    xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    pred = unet(xt, t, text_emb).sample
+    return F.mse_loss(pred.float(), noise.float())
+
+
 def train_unet(unet, text_encoder, tokenizer, latents, data, cfg: TinyWorldConfig, device, log, progress: bool, ckpt: Path | None = None, steps: int | None = None):
     """Joint UNet + text-encoder training (epsilon prediction, caption dropout for CFG, EMA)."""
     import torch
-    import torch.nn.functional as F
 
     steps = cfg.unet_steps if steps is None else steps
     sched_noise = build_scheduler(cfg, kind="ddpm")
     alphas = sched_noise.alphas_cumprod.to(device)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup, steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.warmup, steps))
     ema = [p.detach().clone() for p in params]
     g = torch.Generator().manual_seed(cfg.train_seed + 2)
     start = 0
@@ -203,13 +218,8 @@ def train_unet(unet, text_encoder, tokenizer, latents, data, cfg: TinyWorldConfi
         tok = tokens[idx.to(device)].clone()
         drop = torch.rand(cfg.batch, generator=g) < cfg.caption_dropout
         tok[drop.to(device)] = null_tok
-        noise = torch.randn(x0.shape, generator=g).to(device)
-        t = torch.randint(0, 1000, (cfg.batch,), generator=g).to(device)
-        a = alphas[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         emb = text_encoder(tok)[0]
-        pred = unet(xt, t, emb).sample
-        loss = F.mse_loss(pred.float(), noise)
+        loss = noise_prediction_loss(unet, x0, emb, alphas, g)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
