@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from memorybench.evaluation import Metric, RunView
+from memorybench.metric_plugins.clip_score import SHORT_NAMES
 from memorybench.metrics.base import MetricValue
 from memorybench.metrics.copy_aggregation import copy_aggregations
 from memorybench.registry import register_metric
@@ -24,7 +25,6 @@ PAPER_AGGREGATION = {
     "nemo2024": "sscd_median_mem_vm / sscd_median_mem_tm (median +- MAD of the per-prompt max, VM/TM split; NeMo)",
     "membench2024": "sscd_mem and copy_rate_mem (max SSCD and fraction > 0.5; MemBench)",
 }
-SHORT_NAMES = {"memorized": "mem", "general": "gen"}
 
 
 @register_metric()
