@@ -25,7 +25,7 @@ from . import provenance
 from .cache import atomic_write_text
 from .detector import DetectionScores, Detector
 from .errors import ConfigError
-from .metrics.stats import auroc_with_ci, tpr_at_fpr
+from .metrics.stats import auroc, auroc_with_ci, tpr_at_fpr
 from .pipeline import PipelineAdapter
 from .registry import DETECTORS
 from .suite import Suite, load_suite_data
@@ -135,6 +135,8 @@ def run_detection(suite: Suite, detector_name: str, settings: dict[str, Any] | N
                   "steps": s.steps, "guidance": s.guidance, "dtype": _dtype_name(pipe.dtype),
                   "resolution": [s.height, s.width]},
         "metrics": detection_metrics(s_pos, s_neg),
+        # the same separation for each reported component (not the detector's output)
+        "component_auroc": {k: auroc(v[: len(pos)], v[len(pos):]) for k, v in scores.components.items()},
         "cost": {
             "unet_calls_per_prompt": declared,
             "unet_calls_per_prompt_measured": counter.calls / len(prompts),
@@ -165,7 +167,7 @@ def format_report(report: dict[str, Any]) -> list[str]:
     m, c = report["metrics"], report["cost"]
     lo, hi = m["auroc_ci95"]
     ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None else ""
-    return [
+    lines = [
         f"suite {report['suite']['name']} v{report['suite']['version']}  detector {report['detector']['name']}"
         f"  model {report['model']['id']}",
         f"AUROC {m['auroc']:.4f}{ci}  TPR@1%FPR {m['tpr_at_1pct_fpr']:.4f}  "
@@ -173,3 +175,6 @@ def format_report(report: dict[str, Any]) -> list[str]:
         f"cost: {c['unet_calls_per_prompt']} UNet calls/prompt (measured {c['unet_calls_per_prompt_measured']:g}), "
         f"{c['seconds_per_prompt']:.3f} s/prompt; wall {report['provenance']['wall_seconds']:.1f} s",
     ]
+    if report.get("component_auroc"):
+        lines.append("component AUROC: " + ", ".join(f"{k} {v:.4f}" for k, v in report["component_auroc"].items()))
+    return lines

@@ -190,6 +190,7 @@ def test_cli_detect_end_to_end(tmp_path, capsys):
     assert report["format"] == "memorybench-detection-v1"
     assert len(report["prompts"]) == 4 and report["cost"]["unet_calls_per_prompt_measured"] == 4
     assert set(report["prompts"][0]) >= {"prompt", "label", "score", "collapse", "overestimation"}
+    assert report["component_auroc"]["collapse"] == report["metrics"]["auroc"]  # default score = collapse
 
 
 def test_cli_detect_user_errors(capsys):

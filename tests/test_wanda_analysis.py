@@ -32,9 +32,10 @@ def test_compare_masks_known_answers():
     s1 = {"L0": _mask([[[1, 0, 0, 0]], [[0, 1, 0, 0]]]), "L1": _mask([[[1, 1, 0, 0]], [[0, 0, 0, 0]]])}
     s2 = {"L0": _mask([[[1, 0, 0, 0]], [[0, 0, 1, 0]]]), "L1": _mask([[[1, 1, 0, 0]], [[0, 0, 0, 0]]])}
     s3 = {"L0": _mask([[[0, 0, 0, 1]], [[0, 0, 0, 0]]]), "L1": _mask([[[0, 0, 1, 1]], [[0, 0, 0, 0]]])}
-    ctrl = {"L0": _mask([[[1, 1, 1, 1]], [[0, 0, 0, 0]]]), "L1": _mask([[[0, 0, 0, 0]], [[0, 0, 0, 0]]])}
+    c1 = {"L0": _mask([[[1, 1, 1, 1]], [[0, 0, 0, 0]]]), "L1": _mask([[[0, 0, 0, 0]], [[0, 0, 0, 0]]])}
+    c2 = {"L0": _mask([[[1, 0, 0, 0]], [[0, 0, 0, 0]]]), "L1": _mask([[[1, 1, 0, 0]], [[0, 0, 0, 0]]])}
     # unions: s1 L0 {0,1} L1 {0,1}; s2 L0 {0,2} L1 {0,1}; s3 L0 {3} L1 {2,3}
-    out = compare_masks([s1, s2, s3], ctrl)
+    out = compare_masks([s1, s2, s3], [c1, c2])
     m = np.array(out["union_iou_matrix"])
     # pooled over layers (8 positions): s1 = {0,1,4,5}, s2 = {0,2,4,5}, s3 = {3,6,7}
     assert m[0, 1] == pytest.approx(3 / 5)
@@ -50,9 +51,14 @@ def test_compare_masks_known_answers():
     assert grid[0] == pytest.approx([1 / 3, 0.0])
     # L1 step 0: s1=s2={0,1}, s3={2,3} -> (1, 0, 0)/3; step 1: all empty -> identical -> 1
     assert grid[1] == pytest.approx([1 / 3, 1.0])
-    # control (pooled): ctrl = {0,1,2,3}; s1 -> |{0,1}|/|{0,1,2,3,4,5}| = 2/6
-    assert out["control_union_iou"] == pytest.approx([2 / 6, 2 / 6, 1 / 6])
-    assert out["control_union_iou_per_layer"]["L1"] == 0.0
+    # control, pooled: c1 = {0,1,2,3}, c2 = {0,4,5}: general-general 1/6
+    ctrl = out["control"]
+    assert ctrl["general_iou_mean"] == pytest.approx(1 / 6)
+    assert ctrl["general_iou_per_layer"] == pytest.approx({"L0": 1 / 4, "L1": 0.0})
+    # memorized x general: s1 (2/6, 3/4), s2 (2/6, 3/4), s3 (1/6, 0)
+    assert ctrl["memorized_vs_general"]["mean"] == pytest.approx((2 / 6 + 3 / 4 + 2 / 6 + 3 / 4 + 1 / 6) / 6)
+    assert ctrl["memorized_vs_general"]["per_layer"]["L1"] == pytest.approx(1 / 3)
+    assert np.array(ctrl["iou_matrix_all"]).shape == (5, 5)
 
 
 def test_densities_known_values():
@@ -86,7 +92,7 @@ def test_cli_analyze_wanda_masks_end_to_end(tmp_path, capsys):
                "--set", "timesteps=2", "--out", str(out), "--no-progress"])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "pairwise IoU of union masks" in text and "general" in text
+    assert "pairwise IoU of union masks" in text and "general-general" in text
     report = json.loads((out / "wanda-masks.json").read_text())
     assert (out / "wanda-masks-iou.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     sub = report["subsets"]
@@ -94,6 +100,9 @@ def test_cli_analyze_wanda_masks_end_to_end(tmp_path, capsys):
     assert report["wanda_config"]["timesteps"] == 2
     m = np.array(report["iou"]["union_iou_matrix"])
     assert m.shape == (2, 2) and 0.0 <= m[0, 1] <= 1.0
+    assert np.array(report["iou"]["control"]["iou_matrix_all"]).shape == (4, 4)
+    general = set(report["control"]["prompts"][0])
+    assert general and not general & set(sub["prompts"][0] + sub["prompts"][1])
     dens = report["density"]
     assert len(dens["per_timestep_mean"]) == 2
     # s = 1% per row and step: the union over 2 steps holds at most 2 x ceil(1% of the row) per row

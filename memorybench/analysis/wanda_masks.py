@@ -10,9 +10,11 @@ finds the ``wanda-prune`` mask of each with the method's own code, and reports
 - pairwise IoU of the union masks (over the first k steps), pooled over layers and per layer;
 - mean pairwise IoU of the per-step masks per (layer, timestep), as in seed 001's figure;
 - mask density per subset: total, per layer and per timestep;
-- a control: the mask of a subset of *general* (non-memorized) prompts of the same size,
-  and its IoU with each memorized subset's mask. Overlap between memorized subsets only
-  points to a memorization subspace if it clearly exceeds this control overlap.
+- a control: as many subsets of *general* (non-memorized) prompts, of the same size and
+  drawn the same way, with their masks found the same way. Overlap between memorized
+  subsets points to a memorization subspace only if it clearly exceeds the overlap between
+  general subsets (high-|W| weights on busy inputs win the Wanda ranking for any prompt)
+  and between memorized and general subsets.
 
 It writes ``wanda-masks.json`` and the heatmap ``wanda-masks-iou.png`` into the output folder.
 """
@@ -40,7 +42,6 @@ from ..suite import Suite, load_suite_data
 
 REPORT_NAME = "wanda-masks.json"
 FIGURE_NAME = "wanda-masks-iou.png"
-CONTROL_LABEL = "general"
 
 
 @dataclass
@@ -49,7 +50,7 @@ class MaskAnalysisOptions:
     subset_size: int | None = None  # None: as many as fit (disjoint) / the pool // subsets (random)
     mode: Literal["disjoint", "random"] = "disjoint"
     seed: int = 0  # draws the subsets (shuffle for disjoint, sampling for random)
-    control: bool = True  # add a subset of general prompts as a control
+    control: bool = True  # also find masks for as many general-prompt subsets (the control)
     wanda: dict[str, Any] = field(default_factory=dict)  # WandaPruneConfig settings
     model_path: str | None = None
     device: str = "cpu"
@@ -126,8 +127,19 @@ def densities(step_masks: dict[str, torch.Tensor]) -> dict[str, Any]:
     }
 
 
-def compare_masks(step_masks: list[dict[str, torch.Tensor]], control: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
-    """Every IoU figure of the analysis for per-subset masks {layer: (T, d_out, d_in) bool}."""
+def cross_iou(a: list[dict[str, torch.Tensor]], b: list[dict[str, torch.Tensor]], layers: list[str]) -> dict[str, Any]:
+    """Mean IoU over every (mask of ``a``, mask of ``b``) pair of union masks, pooled and per layer."""
+    pairs = list(itertools.product(range(len(a)), range(len(b))))
+    return {
+        "mean": float(np.mean([iou(pooled(a[i], layers), pooled(b[j], layers)) for i, j in pairs])),
+        "per_layer": {name: float(np.mean([iou(a[i][name], b[j][name]) for i, j in pairs])) for name in layers},
+    }
+
+
+def compare_masks(step_masks: list[dict[str, torch.Tensor]],
+                  control: list[dict[str, torch.Tensor]] | None = None) -> dict[str, Any]:
+    """Every IoU figure of the analysis for per-subset masks {layer: (T, d_out, d_in) bool};
+    ``control``: masks of general-prompt subsets, compared among themselves and with ``step_masks``."""
     layers = list(step_masks[0])
     steps = step_masks[0][layers[0]].shape[0]
     unions = [union_over_steps(m) for m in step_masks]
@@ -145,14 +157,18 @@ def compare_masks(step_masks: list[dict[str, torch.Tensor]], control: dict[str, 
         "step_iou_per_timestep": per_step_pooled,
         "step_iou_per_layer_timestep": per_layer_step,
     }
-    if control is not None:
-        cu = union_over_steps(control)
-        flat_c = pooled(cu, layers)
-        to_control = [iou(pooled(u, layers), flat_c) for u in unions]
-        out["control_union_iou"] = to_control
-        out["control_union_iou_mean"] = float(np.mean(to_control))
-        out["control_union_iou_per_layer"] = {name: float(np.mean([iou(u[name], cu[name]) for u in unions]))
-                                              for name in layers}
+    if control:
+        c_unions = [union_over_steps(m) for m in control]
+        full = pairwise_iou_matrix(unions + c_unions, layers)  # memorized first, then general
+        n = len(unions)
+        c_off = ~np.eye(len(c_unions), dtype=bool)
+        out["control"] = {
+            "iou_matrix_all": full.tolist(),
+            "general_iou_mean": float(full[n:, n:][c_off].mean()) if len(c_unions) > 1 else None,
+            "general_iou_per_layer": ({name: mean_pairwise_iou([u[name] for u in c_unions]) for name in layers}
+                                      if len(c_unions) > 1 else None),
+            "memorized_vs_general": cross_iou(unions, c_unions, layers),
+        }
     return out
 
 
@@ -171,25 +187,27 @@ def analyze_wanda_masks(suite: Suite, options: MaskAnalysisOptions, out_dir: str
         raise ConfigError(f"suite '{suite.name}' has no memorized prompts to find masks from")
     size = options.subset_size or (len(pool) // options.subsets)
     subsets = choose_subsets(pool, options.subsets, size, options.mode, options.seed)
-    control_prompts = None
+    control_subsets: list[list[str]] = []
     if options.control:
         general = list(data.prompts.get("general", []))
-        if len(general) < size:
-            raise ConfigError(f"control needs {size} general prompts, suite '{suite.name}' has {len(general)} (--no-control)")
-        control_prompts = [general[j] for j in np.random.default_rng(options.seed).permutation(len(general))[:size]]
+        try:
+            control_subsets = choose_subsets(general, options.subsets, size, options.mode, options.seed)
+        except ConfigError as exc:
+            raise ConfigError(f"control (general prompts): {exc} (or pass --no-control)") from exc
     if pipe is None:
         pipe = load_model(suite, RunOptions(model_path=options.model_path, device=options.device, dtype=options.dtype))
 
-    jobs = subsets + ([control_prompts] if control_prompts else [])
+    jobs = subsets + control_subsets
     masks, seconds = [], []
     for prompts in tqdm(jobs, desc="wanda masks", unit="subset", disable=not options.progress, file=sys.stderr):
         t0 = time.perf_counter()
         found = find_memorized_weights(pipe, prompts, suite.sampler, wanda, seed=0)
         masks.append({name: m.cpu() for name, m in found.items()})
         seconds.append(time.perf_counter() - t0)
-    control_mask = masks.pop() if control_prompts else None
+    control_masks = masks[len(subsets):]
+    masks = masks[: len(subsets)]
 
-    comparison = compare_masks(masks, control_mask)
+    comparison = compare_masks(masks, control_masks)
     dens = [densities(m) for m in masks]
     report = {
         "format": "memorybench-wanda-masks-v1",
@@ -202,7 +220,9 @@ def analyze_wanda_masks(suite: Suite, options: MaskAnalysisOptions, out_dir: str
             "pool": "the suite's memorized prompts, calibration and evaluation together",
             "pool_size": len(pool), "prompts": subsets,
         },
-        "control": {"prompts": control_prompts, "density": densities(control_mask)} if control_mask else None,
+        "control": ({"pool": "the suite's general (held-out, non-memorized) prompts", "prompts": control_subsets,
+                     "density_per_subset_total": [densities(m)["total"] for m in control_masks]}
+                    if control_masks else None),
         "density": {
             "per_subset_total": [d["total"] for d in dens],
             "max_total": max(d["total"] for d in dens),
@@ -244,11 +264,10 @@ def plot_iou(report: dict[str, Any], path: Path) -> None:
 
     iou_ = report["iou"]
     matrix = np.array(iou_["union_iou_matrix"])
-    labels = [f"S{i + 1}" for i in range(matrix.shape[0])]
-    if "control_union_iou" in iou_:
-        c = np.array(iou_["control_union_iou"])
-        matrix = np.block([[matrix, c[:, None]], [c[None, :], np.ones((1, 1))]])
-        labels.append(CONTROL_LABEL)
+    labels = [f"M{i + 1}" for i in range(matrix.shape[0])]
+    if "control" in iou_:
+        matrix = np.array(iou_["control"]["iou_matrix_all"])
+        labels += [f"G{i + 1}" for i in range(matrix.shape[0] - len(labels))]
     grid = np.array(iou_["step_iou_per_layer_timestep"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1, 1.4]})
     ax = axes[0]
@@ -259,7 +278,8 @@ def plot_iou(report: dict[str, Any], path: Path) -> None:
         ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7,
                 color="black" if matrix[i, j] > 0.6 else "white")
     sub = report["subsets"]
-    ax.set_title(f"IoU of union masks ({sub['mode']} subsets of {sub['size']})", fontsize=9)
+    ax.set_title(f"IoU of union masks: M memorized, G general subsets ({sub['mode']}, {sub['size']} prompts)",
+                 fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax = axes[1]
     im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
@@ -274,28 +294,30 @@ def plot_iou(report: dict[str, Any], path: Path) -> None:
 
 def format_table(report: dict[str, Any]) -> list[str]:
     iou_, dens, sub = report["iou"], report["density"], report["subsets"]
+    ctrl = iou_.get("control")
     n = len(iou_["union_iou_matrix"])
     lines = [f"wanda-prune masks: {n} {sub['mode']} subsets of {sub['size']} memorized prompts "
              f"(pool {sub['pool_size']}), s={report['wanda_config']['sparsity']}, "
-             f"k={report['wanda_config']['timesteps']} steps"]
-    head = "      " + " ".join(f"{'S' + str(j + 1):>6}" for j in range(n))
-    if "control_union_iou" in iou_:
-        head += f" {CONTROL_LABEL:>8}"
-    lines += ["pairwise IoU of union masks (all FFN layers pooled):", head]
+             f"k={report['wanda_config']['timesteps']} steps"
+             + (f"; control: {n} subsets of general prompts" if ctrl else "")]
+    lines += ["pairwise IoU of union masks (all FFN layers pooled), memorized subsets:",
+              "      " + " ".join(f"{'M' + str(j + 1):>6}" for j in range(n))]
     for i, row in enumerate(iou_["union_iou_matrix"]):
-        line = f"{'S' + str(i + 1):>5} " + " ".join(f"{v:6.3f}" for v in row)
-        if "control_union_iou" in iou_:
-            line += f" {iou_['control_union_iou'][i]:8.3f}"
-        lines.append(line)
-    lines.append(f"mean pairwise IoU {iou_['union_iou_mean']:.3f} (min {iou_['union_iou_min']:.3f})"
-                 + (f"; vs general-prompt control {iou_['control_union_iou_mean']:.3f}" if "control_union_iou" in iou_ else ""))
-    lines.append(f"{'layer':<48} {'IoU':>6} {'ctrl':>6} {'density':>8}")
+        lines.append(f"{'M' + str(i + 1):>5} " + " ".join(f"{v:6.3f}" for v in row))
+    lines.append(f"mean pairwise IoU memorized-memorized {iou_['union_iou_mean']:.3f} (min {iou_['union_iou_min']:.3f})")
+    if ctrl:
+        gen = ctrl["general_iou_mean"]
+        lines.append(f"control: general-general {'n/a' if gen is None else f'{gen:.3f}'}, "
+                     f"memorized-general {ctrl['memorized_vs_general']['mean']:.3f}")
+    lines.append(f"{'layer':<48} {'mem':>6} {'gen':>6} {'mem-gen':>7} {'density':>8}")
     for name in iou_["layers"]:
-        ctrl = iou_.get("control_union_iou_per_layer", {}).get(name)
+        g = (ctrl or {}).get("general_iou_per_layer") or {}
+        x = ctrl["memorized_vs_general"]["per_layer"][name] if ctrl else None
         lines.append(f"{name:<48} {iou_['union_iou_per_layer'][name]:6.3f} "
-                     f"{'' if ctrl is None else f'{ctrl:6.3f}':>6} {dens['per_layer_mean'][name]:8.4f}")
-    lines.append("per step: IoU " + " ".join(f"{v:.2f}" for v in iou_["step_iou_per_timestep"]))
-    lines.append("per step: density " + " ".join(f"{v:.4f}" for v in dens["per_timestep_mean"]))
-    lines.append("union mask density per subset: " + ", ".join(f"{v:.4f}" for v in dens["per_subset_total"])
+                     f"{'' if name not in g else f'{g[name]:6.3f}':>6} {'' if x is None else f'{x:7.3f}':>7} "
+                     f"{dens['per_layer_mean'][name]:8.4f}")
+    lines.append("per step, memorized: IoU " + " ".join(f"{v:.2f}" for v in iou_["step_iou_per_timestep"]))
+    lines.append("per step, memorized: density " + " ".join(f"{v:.4f}" for v in dens["per_timestep_mean"]))
+    lines.append("union mask density per memorized subset: " + ", ".join(f"{v:.4f}" for v in dens["per_subset_total"])
                  + f" (bar < 0.02: {'met' if dens['bar_met'] else 'NOT met'})")
     return lines

@@ -11,8 +11,8 @@ Tweedie estimate x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) with the guided eps:
 - ``collapse``: mean pairwise cosine similarity of the x0 estimates across seeds (the
   noises are independent, so a prompt that does not pin one image gives dissimilar x0s);
 - ``overestimation``: ||x0(guided)|| / ||x0(unconditional)||, the factor by which guidance
-  inflates the clean-sample estimate over the model's own prior at the same x_t (in the
-  theory of the schedule guidance should not change it much);
+  inflates the clean-sample estimate over the unconditional one at the same x_t (seed 000
+  attributes memorization to this guidance-driven over-estimation);
 - ``latent_deviation``: RMS of the next latent minus 1, the RMS a variance-preserving
   schedule gives unit-variance latents (reported only: weak on its own).
 
