@@ -85,6 +85,8 @@ def test_quoted_caption_spanning_lines_keeps_line_numbers(tmp_path):
     (HEADER + "\n0;a;u;VM;0.1;0.2;5\n1;b;u;XX;0.1;0.2;6\n", r"p\.txt:3: type must be one of VM, TM, got 'XX'"),
     (HEADER + "\n0;a;u;VM;0.1;0.2;five\n", r"p\.txt:2: LAION index must be an integer"),
     (HEADER + "\n", "holds no prompts"),
+    (HEADER + '\n0;"abc"def;u;VM;0;0;1\n', r"p\.txt:2: malformed CSV row"),
+    (HEADER + '\n0;a;u;VM;0;0;1\n1;"abc;u;VM;0;0;2\n2;b;u;TM;0;0;3\n', r"p\.txt:3: malformed CSV row \(unexpected end"),
 ])
 def test_malformed_files_fail_with_file_and_line(tmp_path, content, match):
     path = tmp_path / "p.txt"
@@ -379,6 +381,43 @@ def test_extraction_plugin_flags_and_verifies_a_copied_ground_truth(tmp_path):
     assert out["extraction_flagged_tm"].value == 0.0
     first = run.calibration["webster_extraction"]["prompts"][0]
     assert first["source_l2"] == pytest.approx(0.0, abs=1e-6) and first["source_sscd"] > 0.99
+
+
+def test_copy_plugin_uses_the_preset_checkpoint_file(tmp_path):
+    """sscd_protocol wen2024 loads the TorchScript file the user passes (a tiny random one
+    here) and names the preset; a generation equal to its ground truth scores 1."""
+    import types
+    import warnings
+
+    import torch
+
+    from memorybench.evaluation import RunView
+    from memorybench.metric_plugins.webster_copy import WebsterCopy
+    from memorybench.realdata.gt_images import read_rgb
+    from memorybench.realdata.webster import WebsterRecord
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 5, stride=4), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(4),
+                              torch.nn.Flatten(), torch.nn.Linear(256, 512))
+    with warnings.catch_warnings():  # torch >= 2.10 marks TorchScript deprecated; SSCD ships as TorchScript
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(net).save(str(tmp_path / "sscd_disc_large.torchscript.pt"))
+    _save(tmp_path / "gt" / "5" / "0.png", 1, size=(256, 256))
+    _save(tmp_path / "gt" / "6.png", 2, size=(256, 256))
+    gt = GroundTruthFolder(tmp_path / "gt")
+    same = read_rgb(tmp_path / "gt" / "5" / "0.png")
+    other = np.random.default_rng(3).integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)
+    records = {"a": WebsterRecord("a", 5, "", "VM", 2), "b": WebsterRecord("b", 6, "", "TM", 3)}
+    run = RunView(suite=types.SimpleNamespace(name="t", options={"sscd_protocol": "wen2024", "copy_threshold": 0.5}),
+                  data=types.SimpleNamespace(extra={"gt": gt, "records": records, "inputs": {
+                      "sscd_model": tmp_path / "sscd_disc_large.torchscript.pt"}}),
+                  images={"memorized": {"a": np.stack([other[0], same]), "b": other}}, progress=False)
+    out = WebsterCopy().compute(run)
+    assert out["sscd_mem_vm"].value == pytest.approx(1.0, abs=1e-5)
+    assert out["sscd_mem"].protocol["sscd_protocol"] == "wen2024"
+    assert "torchscript-disc_large/sscd_disc_large.torchscript.pt@sha256:" in out["sscd_mem"].implementation
+    assert out["sscd_mem"].protocol["paper_aggregation"].startswith("sscd_pergen_mem")
+    assert out["sscd_pergen_mem_vm"].value < 1.0 and run.calibration["webster_copy"]["sscd_protocol"] == "wen2024"
 
 
 def test_clip_plugin_averages_per_prompt_then_per_label(monkeypatch):

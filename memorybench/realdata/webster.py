@@ -164,7 +164,7 @@ def _read_nemo_csv(path: Path, text: str) -> list[WebsterRecord]:
                                          _parse_index(row[col["Index"]], where),
                                          row[col["URL"]].strip(), label, first_line))
     except csv.Error as exc:
-        raise DataError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
+        raise DataError(f"{path}:{start}: malformed CSV row ({exc}; an unclosed or stray '\"'?)") from None
     return records
 
 
