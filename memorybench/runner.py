@@ -12,7 +12,6 @@ import contextlib
 import datetime as _dt
 import json
 import os
-import resource
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import provenance
+from . import cost, provenance, thumbnails
 from .cache import GenerationCache, GenerationKey, atomic_write_text, default_cache_dir
 from .errors import ConfigError
 from .evaluation import RunView
@@ -93,9 +92,8 @@ class _Shard:
 
 
 def peak_memory_mb(device: str) -> float:
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """Peak memory of the current run (see memorybench.cost)."""
+    return cost.RUN_PEAK.run_peak_mb()
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -123,6 +121,9 @@ def generate_all(pipe: PipelineAdapter, suite: Suite, data: SuiteData, method: M
     missing = missing[shard.index::shard.count]
     prep_file = cache.root / "prepare" / f"{model_sha[:16]}-{method.name}-{method.config_sha256()[:16]}.json"
     prep_seconds = None
+    probe = cost.probe_batch(data) if shard.is_main else None  # cost against none, same batch for all
+    cost_file = cost.probe_file(cache.root, pipe, method, suite.sha256())
+    versus_none = None
     if missing:
         with (finetune.applied(method, ctx) if finetune else contextlib.nullcontext(0.0)) as finetune_seconds, \
                 apply_method(method, pipe, ctx) as applied:
@@ -139,9 +140,26 @@ def generate_all(pipe: PipelineAdapter, suite: Suite, data: SuiteData, method: M
                     cache.store(key, image, per_image, prompt_set=set_name)
                 bar.update(len(batch))
             bar.close()
+            method_timing = cost.time_batch(pipe, probe, s, method) if probe else None
+        if method_timing is not None:  # the method is removed now: the same batch with none
+            versus_none = cost.versus_none(pipe, probe, s, method_timing)
+            cost.save(cost_file, versus_none)
     elif prep_file.is_file():
         saved = json.loads(prep_file.read_text())
         prep_seconds, ctx.report = saved.get("seconds"), saved.get("report", {})
+    if probe and versus_none is None:
+        versus_none = cost.load(cost_file)
+        if versus_none is None:  # nothing generated here and no earlier measurement: measure now
+            probe_ctx = MethodContext(seed=ctx.seed, settings=ctx.settings,
+                                      calibration_prompts=list(ctx.calibration_prompts))
+            with apply_method(method, pipe, probe_ctx):
+                method_timing = cost.time_batch(pipe, probe, s, method)
+            versus_none = cost.versus_none(pipe, probe, s, method_timing)
+            cost.save(cost_file, versus_none)
+        else:
+            versus_none["measured_in"] = "an earlier run of this method, weights and suite (this run was served from the cache)"
+    if versus_none is not None:
+        versus_none.setdefault("measured_in", "this run")
     shard.wait()  # every shard's images are in the cache from here on
     seconds = cache.seconds_by_digest()
     per_image = [seconds.get(j[3].digest()) for j in jobs]
@@ -152,6 +170,7 @@ def generate_all(pipe: PipelineAdapter, suite: Suite, data: SuiteData, method: M
         "images_from_cache": len(jobs) - n_missing,
         "seconds_per_image": float(np.mean(per_image)) if per_image else 0.0,
         "preparation_seconds": float(prep_seconds or 0.0),
+        "vs_none": versus_none,
     }
 
 
@@ -165,8 +184,7 @@ def run(suite: Suite, method_name: str, settings: dict[str, Any] | None = None,
     metric_objs = [METRICS.get(name)() for name in suite.metrics]  # fail fast on unknown names
     data = load_suite_data(suite, options.data_paths)
     pipe = load_model(suite, options)
-    if options.device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
+    cost.RUN_PEAK.start(options.device)
     cache = GenerationCache(options.cache_dir or default_cache_dir())
     ctx = MethodContext(seed=0, settings=suite.sampler, calibration_prompts=list(data.calibration_prompts))
     shard = _Shard()
@@ -202,7 +220,7 @@ def run(suite: Suite, method_name: str, settings: dict[str, Any] | None = None,
         "calibration": view.calibration,
         "cost": {"seconds_per_image": gen["seconds_per_image"], "peak_memory_mb": peak_memory_mb(options.device),
                  "preparation_seconds": gen["preparation_seconds"], "images_generated": gen["images_generated"],
-                 "images_from_cache": gen["images_from_cache"]},
+                 "images_from_cache": gen["images_from_cache"], "vs_none": gen["vs_none"]},
         "provenance": {
             **provenance.collect(options.command),
             "seeds": {k: v for k, v in data.seeds.items()},
@@ -212,6 +230,9 @@ def run(suite: Suite, method_name: str, settings: dict[str, Any] | None = None,
         },
     }
     if options.output:
+        grid = thumbnails.memorized_grid(view)  # small PNG beside the result, for the report
+        if grid is not None:
+            result["thumbnails"] = thumbnails.write_beside(options.output, *grid)
         write_result(result, options.output)
     return result
 

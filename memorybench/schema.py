@@ -24,6 +24,50 @@ METRIC_SCHEMA = {
     "additionalProperties": False,
 }
 
+_TIMING = {
+    "type": "object", "description": "One side of the timed batch.",
+    "required": ["seconds_per_image", "peak_memory_mb"],
+    "properties": {
+        "seconds_per_image": {**_NUMBER, "exclusiveMinimum": 0, "description": "Fastest of the repeats."},
+        "seconds_per_image_runs": {"type": "array", "items": _NUMBER, "description": "Every repeat."},
+        "peak_memory_mb": {**_NUMBER, "description": "Peak memory while this side ran."},
+    },
+}
+
+VS_NONE_SCHEMA = {
+    "type": "object",
+    "description": "One identical small batch timed uncached with the method and then with none, back to back "
+                   "in the same process: the cost ratio to compare across methods.",
+    "required": ["batch", "method", "none", "seconds_per_image_ratio", "peak_memory_ratio", "measured_in"],
+    "properties": {
+        "batch": {"type": "object", "description": "What was timed: prompt set, prompt count, seed, steps, repeats."},
+        "method": {**_TIMING, "description": "The batch with the method applied."},
+        "none": {**_TIMING, "description": "The same batch with no mitigation."},
+        "seconds_per_image_ratio": {**_NUMBER, "description": "method / none seconds per image."},
+        "peak_memory_ratio": {**_NUMBER, "description": "method / none peak memory."},
+        "measured_in": {"type": "string", "description": "This run, or the earlier run whose images were reused."},
+        "measured_utc": {"type": "string", "description": "ISO 8601 time of the measurement."},
+    },
+}
+
+THUMBNAILS_SCHEMA = {
+    "type": "object",
+    "description": "A small PNG grid beside the result: rows = first memorized prompts, first column = their "
+                   "training image (when the suite has one), then one column per seed.",
+    "required": ["file", "sha256", "prompt_set", "prompts", "seeds", "source_column", "cell_px"],
+    "properties": {
+        "file": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,200}[.]png$",
+                 "description": "File name in the result's folder (no path)."},
+        "sha256": {**_SHA, "description": "sha256 of the PNG file: its address on a leaderboard."},
+        "prompt_set": {"type": "string"},
+        "prompts": {"type": "array", "items": {"type": "string"}, "description": "One row per prompt."},
+        "seeds": {"type": "array", "items": {"type": "integer"}, "description": "One column per seed."},
+        "source_column": {"type": "boolean", "description": "Whether the first column is the training image."},
+        "cell_px": {"type": "integer", "minimum": 1, "description": "Side of one cell in pixels."},
+    },
+    "additionalProperties": False,
+}
+
 RESULT_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "memorybench/result-v1.json",
@@ -76,15 +120,17 @@ RESULT_SCHEMA = {
         "metrics": {"type": "object", "description": "Every metric with n, CI and protocol.",
                     "additionalProperties": METRIC_SCHEMA},
         "calibration": {"type": "object", "description": "Floors and thresholds the suite derived (e.g. copy threshold)."},
+        "thumbnails": THUMBNAILS_SCHEMA,
         "cost": {
             "type": "object", "description": "What the method costs.",
-            "required": ["seconds_per_image", "peak_memory_mb", "preparation_seconds"],
+            "required": ["seconds_per_image", "peak_memory_mb", "preparation_seconds", "vs_none"],
             "properties": {
                 "seconds_per_image": {**_NUMBER, "description": "Generation wall time per image (from the cache manifest)."},
                 "peak_memory_mb": {**_NUMBER, "description": "Peak resident (CPU) or allocated (GPU) memory."},
                 "preparation_seconds": {**_NUMBER, "description": "One-off cost of prepare (pruning, fine-tuning)."},
                 "images_generated": {"type": "integer", "description": "Images generated in this run."},
                 "images_from_cache": {"type": "integer", "description": "Images taken from the cache."},
+                "vs_none": VS_NONE_SCHEMA,
             },
         },
         "provenance": {
