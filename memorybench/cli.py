@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import MemorybenchError
+from .errors import ConfigError, MemorybenchError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
@@ -105,17 +105,78 @@ def cmd_run(args: argparse.Namespace) -> int:
     suite_options = parse_set_options(args.suite_option)
     suite = with_options(load_suite(args.suite), suite_options)
     settings = parse_set_options(args.set)
-    method = METHODS.get(args.method).from_settings(settings)  # validate before any heavy work
-    output = args.output or str(default_output_path(suite, method))
-    options = RunOptions(model_path=args.model, output=output, cache_dir=args.cache_dir, device=args.device,
+    options = RunOptions(model_path=args.model, cache_dir=args.cache_dir, device=args.device,
                          dtype=args.dtype, batch_size=args.batch_size, progress=not args.no_progress,
                          command=["memorybench"] + sys.argv[1:], data_paths=parse_data_paths(args.data),
                          extra_provenance={"suite_options": suite_options} if suite_options else {})
+    if args.method == "all" or "," in args.method or args.output_dir:
+        return _run_several(args, suite, settings, options)
+    method = METHODS.get(args.method).from_settings(settings)  # validate before any heavy work
+    output = args.output or str(default_output_path(suite, method))
+    options.output = output
     result = run(suite, args.method, settings, options)
     if result is None:  # a non-main accelerate shard: the main process reports
         return 0
     _print_summary(result)
     print(f"result written to {output}")
+    return 0
+
+
+def _run_several(args: argparse.Namespace, suite, settings: dict, options) -> int:
+    """``--method all`` or ``a,b,c``: one result per method; go on past failures."""
+    from .multirun import method_names, run_methods, split_settings, summary_lines
+
+    if args.output:
+        raise ConfigError("--output names one file: with several methods use --output-dir DIR")
+    names = method_names(args.method)
+    per_method = split_settings(settings, names)
+    outcomes = run_methods(suite, names, per_method, options, output_dir=args.output_dir, debug=args.debug)
+    for o in outcomes:
+        if o.status == "ok" and o.result is not None:
+            _print_summary(o.result)
+            print(f"result written to {o.output}\n")
+    print(f"suite {suite.name} v{suite.version}: {len(outcomes)} method(s)")
+    for line in summary_lines(outcomes, list(suite.summary)[:4]):
+        print("  " + line)
+    failed = [o.method for o in outcomes if o.status == "failed"]
+    if failed:
+        print(f"error: {len(failed)} method(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
+    return 0
+
+
+# -- publish / export / report -----------------------------------------------------------
+def cmd_publish(args: argparse.Namespace) -> int:
+    from .leaderboard import publish
+
+    report = publish(args.results, args.leaderboard, suite_name=args.suite)
+    for line in report.lines():
+        print(line)
+    print(f"leaderboard written to {report.leaderboard}")
+    return 0
+
+
+def cmd_export_model_index(args: argparse.Namespace) -> int:
+    from .leaderboard import find_entry, load_leaderboard
+    from .model_index import render
+
+    entry = find_entry(load_leaderboard(args.leaderboard), args.method, args.config_sha256)
+    text = render(entry, args.format)
+    if args.out:
+        from .cache import atomic_write_text
+
+        atomic_write_text(Path(args.out), text)
+        print(f"model-index written to {args.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    page = write_report(args.leaderboard, args.out)
+    print(f"report written to {page}")
     return 0
 
 
@@ -210,46 +271,6 @@ def cmd_analyze_wanda_masks(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- detect -----------------------------------------------------------------------------
-def cmd_detect(args: argparse.Namespace) -> int:
-    from .config import parse_set_options
-    from .detect import DetectOptions, default_detection_path, format_report, run_detection
-    from .registry import DETECTORS
-    from .suite import load_suite
-
-    _load_plugins(args)
-    suite = load_suite(args.suite)
-    settings = parse_set_options(args.set)
-    detector = DETECTORS.get(args.detector).from_settings(settings)  # validate before loading the model
-    output = args.output or str(default_detection_path(suite, detector))
-    options = DetectOptions(model_path=args.model, output=output, device=args.device, dtype=args.dtype,
-                            batch_size=args.batch_size, limit=args.limit, progress=not args.no_progress,
-                            command=["memorybench"] + sys.argv[1:])
-    report = run_detection(suite, args.detector, settings, options)
-    for line in format_report(report):
-        print(line)
-    print(f"report written to {output}")
-    return 0
-
-
-# -- analyze ----------------------------------------------------------------------------
-def cmd_analyze_wanda_masks(args: argparse.Namespace) -> int:
-    from .analysis.wanda_masks import FIGURE_NAME, REPORT_NAME, MaskAnalysisOptions, analyze_wanda_masks, format_table
-    from .config import parse_set_options
-    from .suite import load_suite
-
-    suite = load_suite(args.suite)
-    options = MaskAnalysisOptions(subsets=args.subsets, subset_size=args.subset_size, mode=args.mode, seed=args.seed,
-                                  control=not args.no_control, wanda=parse_set_options(args.set),
-                                  model_path=args.model, device=args.device, progress=not args.no_progress,
-                                  command=["memorybench"] + sys.argv[1:])
-    report = analyze_wanda_masks(suite, options, args.out)
-    for line in format_table(report):
-        print(line)
-    print(f"written {Path(args.out) / REPORT_NAME} and {Path(args.out) / FIGURE_NAME}")
-    return 0
-
-
 # -- tinyworld --------------------------------------------------------------------------
 def cmd_tinyworld_train(args: argparse.Namespace) -> int:
     from .tinyworld.train import train_tinyworld
@@ -282,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="generate, evaluate and write a result JSON")
     p.add_argument("--suite", required=True, help="suite name (memorybench list suites) or YAML file")
-    p.add_argument("--method", required=True, help="method name (memorybench list methods)")
+    p.add_argument("--method", required=True,
+                   help="method name (memorybench list methods), a comma list, or 'all' (every built-in)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="method config value (repeatable)")
     p.add_argument("--model", metavar="PATH", help="local diffusers StableDiffusionPipeline folder")
     p.add_argument("--data", action="append", metavar="KEY=PATH",
@@ -290,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite-option", action="append", metavar="KEY=VALUE",
                    help="change a suite option, e.g. sscd_protocol=wen2024 (changes the suite hash; repeatable)")
     p.add_argument("--output", metavar="FILE.json", help="result path (default results/SUITE/METHOD-CFG.json)")
+    p.add_argument("--output-dir", metavar="DIR", help="folder for one result per method (default results/SUITE)")
     p.add_argument("--cache-dir", metavar="DIR", help="generation cache (default ~/.cache/memorybench)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
@@ -298,6 +321,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     plugins_arg(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("publish", help="validate results and merge them into a leaderboard JSON")
+    p.add_argument("results", nargs="+", metavar="RESULT.json")
+    p.add_argument("--leaderboard", required=True, metavar="FILE.json", help="e.g. leaderboards/tinyworld-v1.json")
+    p.add_argument("--suite", help="suite of a new leaderboard (default: the file's, else its name)")
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("export", help="export a leaderboard entry in another format")
+    ex = p.add_subparsers(dest="export_command", metavar="FORMAT")
+    ex.required = True
+    e = ex.add_parser("model-index", help="Hugging Face model card metadata (model-index) for one entry")
+    e.add_argument("--leaderboard", required=True, metavar="FILE.json")
+    e.add_argument("--method", required=True)
+    e.add_argument("--config-sha256", metavar="HEX", help="config hash (or its prefix) when a method has several")
+    e.add_argument("--format", choices=["yaml", "json"], default="yaml")
+    e.add_argument("--out", metavar="FILE", help="write here instead of printing")
+    e.set_defaults(func=cmd_export_model_index)
+
+    p = sub.add_parser("report", help="write the static HTML leaderboard page")
+    p.add_argument("--leaderboard", required=True, metavar="FILE.json")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("validate", help="check that a method is reversible and its config round-trips")
     p.add_argument("name")
@@ -321,38 +366,6 @@ def build_parser() -> argparse.ArgumentParser:
     d = dsub.add_parser("show", help="format, prompt count, prompts per label and sha256 of a data file")
     d.add_argument("file", help="a Webster-500 prompt file (Wen's JSONL or NeMo's CSV) or a COCO captions JSON")
     d.set_defaults(func=cmd_data_show)
-
-    p = sub.add_parser("detect", help="score memorized vs general prompts with a detector: AUROC, TPR@1%%FPR, cost")
-    p.add_argument("--suite", required=True, help="suite name or YAML file (needs prompt sets memorized and general)")
-    p.add_argument("--detector", required=True, help="detector name (memorybench list detectors)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="detector config value (repeatable)")
-    p.add_argument("--model", metavar="PATH", help="local diffusers StableDiffusionPipeline folder")
-    p.add_argument("--output", metavar="FILE.json", help="report path (default results/SUITE/detect-NAME-CFG.json)")
-    p.add_argument("--limit", type=int, metavar="N", help="only the first N prompts of each set (quick checks)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
-    p.add_argument("--batch-size", type=int, default=8, help="prompts per detector call")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    plugins_arg(p)
-    p.set_defaults(func=cmd_detect)
-
-    p = sub.add_parser("analyze", help="analyses of methods (e.g. overlap of Wanda masks across prompt subsets)")
-    asub = p.add_subparsers(dest="analyze_command", metavar="ANALYSIS")
-    asub.required = True
-    a = asub.add_parser("wanda-masks", help="pairwise IoU and density of wanda-prune masks from memorized prompt subsets")
-    a.add_argument("--suite", required=True)
-    a.add_argument("--subsets", type=int, default=5, help="number of memorized prompt subsets (>= 2)")
-    a.add_argument("--subset-size", type=int, metavar="N", help="prompts per subset (default: pool size // subsets)")
-    a.add_argument("--mode", choices=["disjoint", "random"], default="disjoint",
-                   help="disjoint: no prompt in two subsets; random: independent draws without replacement")
-    a.add_argument("--seed", type=int, default=0, help="seed of the subset draw")
-    a.add_argument("--set", action="append", metavar="KEY=VALUE", help="wanda-prune config value (repeatable)")
-    a.add_argument("--no-control", action="store_true", help="skip the general-prompt control mask")
-    a.add_argument("--out", required=True, metavar="DIR", help="folder for wanda-masks.json and the heatmap PNG")
-    a.add_argument("--model", metavar="PATH", help="local diffusers StableDiffusionPipeline folder")
-    a.add_argument("--device", default="cpu")
-    a.add_argument("--no-progress", action="store_true")
-    a.set_defaults(func=cmd_analyze_wanda_masks)
 
     p = sub.add_parser("detect", help="score memorized vs general prompts with a detector: AUROC, TPR@1%%FPR, cost")
     p.add_argument("--suite", required=True, help="suite name or YAML file (needs prompt sets memorized and general)")
