@@ -41,10 +41,15 @@ class GenerationKey:
         return sha256_json(asdict(self))
 
 
+_UMASK = os.umask(0)  # reading the umask means setting it: once, at import
+os.umask(_UMASK)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results and pages are meant to be shared
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -25,7 +25,7 @@ from typing import Any
 
 from .cache import atomic_write_bytes, atomic_write_text
 from .config import sha256_json
-from .errors import ValidationError
+from .errors import ConfigError, UnknownNameError, ValidationError
 from .suite import Suite, load_suite
 
 LEADERBOARD_VERSION = 1
@@ -118,7 +118,8 @@ def check_result(result: Any, suite: Suite) -> None:
     if suite_info["version"] != suite.version or suite_info["sha256"] != suite.sha256():
         raise ValidationError(
             f"result is for suite {suite.name} v{suite_info['version']} sha256 {suite_info['sha256'][:12]}, "
-            f"the current suite is v{suite.version} sha256 {suite.sha256()[:12]}: rerun it with this memorybench")
+            f"the current suite is v{suite.version} sha256 {suite.sha256()[:12]}: only results of the same suite "
+            "version and hash are comparable (rerun on the current suite, without --suite-option)")
     if list(result["summary"]) != list(suite.summary):
         raise ValidationError(f"summary columns {list(result['summary'])} are not the suite's {list(suite.summary)}")
 
@@ -199,7 +200,11 @@ def leaderboard_suite(path: str | Path, suite_name: str | None = None) -> Suite:
         name = read_json_strict(path, "leaderboard").get("suite", {}).get("name")
         if isinstance(name, str):
             return load_suite(name)
-    return load_suite(path.stem)
+    try:
+        return load_suite(path.stem)
+    except UnknownNameError:
+        raise ConfigError(f"leaderboard '{path}' is new and '{path.stem}' is not a suite name: "
+                          "pass --suite NAME (or name the file SUITE.json)") from None
 
 
 def columns(suite: Suite, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:

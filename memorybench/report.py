@@ -21,6 +21,7 @@ _CSS = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 80rem; padding: 0 1rem; color: #1b1b1b; }
 h1 { font-size: 1.5rem; margin-bottom: .2rem; } h2 { font-size: 1.2rem; margin-top: 2.2rem; }
 .meta { color: #555; font-size: .9rem; }
+.scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; margin-top: 1rem; }
 th, td { padding: .3rem .55rem; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }
 th:first-child, td:first-child { text-align: left; }
@@ -29,10 +30,11 @@ thead th:hover { background: #e4e9f2; }
 th .dir { color: #2a6; font-weight: normal; } th .dir.lower { color: #a52; }
 th .sorted { color: #246; }
 td.none { color: #999; }
-figure { margin: 0; display: inline-block; vertical-align: top; }
-.grid img { image-rendering: pixelated; border: 1px solid #ccc; }
-.method { display: flex; gap: 1.5rem; align-items: flex-start; margin: 1rem 0 1.8rem; }
-.method ol { margin: 0; padding-left: 1.3rem; font-size: .9rem; }
+.cards { display: flex; flex-wrap: wrap; gap: 1.2rem 1.6rem; margin-top: 1rem; }
+figure.card { margin: 0; }
+figure.card figcaption { font-weight: 600; margin-bottom: .3rem; }
+.grid img { image-rendering: pixelated; border: 1px solid #ccc; display: block; }
+ol { margin: .2rem 0 0; padding-left: 1.6rem; font-size: .9rem; }
 .legend { font-size: .85rem; color: #555; }
 """
 
@@ -133,15 +135,16 @@ def _header(name: str, higher: bool | None, title: str) -> str:
             f'<span class="dir {cls}" aria-label="{words}">{arrow}</span><span class="sorted"></span></th>')
 
 
-def _cell(value: float | None, metric: dict[str, Any] | None = None) -> str:
+def _cell(value: float | None, metric: dict[str, Any] | None = None, seconds: bool = False) -> str:
     if value is None:
         return '<td class="none" data-value="">-</td>'
+    shown = f"{value:.2f}" if seconds else _fmt(value)
     title = ""
     if metric is not None:
         lo, hi = metric["ci95"]
         ci = f"95% CI [{_fmt(lo)}, {_fmt(hi)}], " if lo is not None and hi is not None else ""
         title = f' title="{_esc(ci)}n = {metric["n"]}"'
-    return f'<td data-value="{value!r}"{title}>{_fmt(value)}</td>'
+    return f'<td data-value="{value!r}"{title}>{shown}</td>'
 
 
 def _table(board: dict[str, Any], entries: list[dict[str, Any]], labels: list[str]) -> str:
@@ -155,16 +158,17 @@ def _table(board: dict[str, Any], entries: list[dict[str, Any]], labels: list[st
     rows = []
     for entry, label in zip(entries, labels):
         result = entry["result"]
-        cells = [f'<th scope="row" data-value="{_esc(label)}"><a href="#{_anchor(entry)}">{_esc(label)}</a></th>']
+        cells = [f'<th scope="row" id="{_anchor(entry)}-row" data-value="{_esc(label)}">'
+                 f'<a href="#{_anchor(entry)}">{_esc(label)}</a></th>']
         for c in cols:
             cells.append(_cell(result["summary"].get(c), result["metrics"].get(c)))
         ratio = (result["cost"].get("vs_none") or {}).get("seconds_per_image_ratio")
         cells.append(_cell(ratio))
-        cells.append(_cell(result["cost"].get("preparation_seconds")))
+        cells.append(_cell(result["cost"].get("preparation_seconds"), seconds=True))
         rows.append(f'<tr data-method="{_esc(entry["method"])}" data-config="{_esc(entry["config_sha256"])}">'
                     + "".join(cells) + "</tr>")
-    return ('<table id="leaderboard"><thead><tr>' + "".join(heads) + "</tr></thead><tbody>\n"
-            + "\n".join(rows) + "\n</tbody></table>")
+    return ('<div class="scroll"><table id="leaderboard"><thead><tr>' + "".join(heads) + "</tr></thead><tbody>\n"
+            + "\n".join(rows) + "\n</tbody></table></div>")
 
 
 def _plot(entries: list[dict[str, Any]], labels: list[str], out: Path) -> str:
@@ -206,15 +210,30 @@ def _plot(entries: list[dict[str, Any]], labels: list[str], out: Path) -> str:
             'per method with 95% confidence intervals">')
 
 
+def _layout(thumbs: dict[str, Any]) -> tuple[str, ...]:
+    return (thumbs["prompt_set"], *thumbs["prompts"], "|", *map(str, thumbs["seeds"]), str(thumbs["source_column"]))
+
+
+def _legend(thumbs: dict[str, Any]) -> str:
+    left = "the training image, then " if thumbs["source_column"] else ""
+    seeds = ", ".join(str(s) for s in thumbs["seeds"])
+    prompts = "".join(f"<li>{_esc(p)}</li>" for p in thumbs["prompts"])
+    return (f'<div class="legend">Columns: {left}seeds {_esc(seeds)}. Rows ({_esc(thumbs["prompt_set"])} '
+            f"prompts):</div><ol>{prompts}</ol>")
+
+
 def _grids(leaderboard_path: Path, entries: list[dict[str, Any]], labels: list[str], out: Path) -> str:
-    parts = []
-    for entry, label in zip(entries, labels):
-        result = entry["result"]
-        thumbs = result.get("thumbnails")
-        source = thumbnail_path(leaderboard_path, result)
-        head = f'<h3 id="{_anchor(entry)}">{_esc(label)}</h3>'
+    """One card per entry; the rows' prompts are listed once when every grid shares them."""
+    shown = [(e, lab, e["result"].get("thumbnails"), thumbnail_path(leaderboard_path, e["result"]))
+             for e, lab in zip(entries, labels)]
+    layouts = {_layout(t) for _, _, t, src in shown if t and src is not None and src.is_file()}
+    common = next((t for _, _, t, src in shown if t and src is not None and src.is_file()), None)
+    cards = []
+    for entry, label, thumbs, source in shown:
+        title = f'<figcaption><a href="#{_anchor(entry)}-row">{_esc(label)}</a></figcaption>'
         if not thumbs or source is None or not source.is_file():
-            parts.append(head + '<p class="legend">No generations published for this entry.</p>')
+            cards.append(f'<figure class="card" id="{_anchor(entry)}">{title}'
+                         '<p class="legend">No generations published.</p></figure>')
             continue
         (out / "thumbs").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, out / "thumbs" / source.name)
@@ -223,15 +242,12 @@ def _grids(leaderboard_path: Path, entries: list[dict[str, Any]], labels: list[s
         n_cols = len(thumbs["seeds"]) + (1 if thumbs["source_column"] else 0)
         width = (px * n_cols + (4 if thumbs["source_column"] else 0)) * scale
         height = px * len(thumbs["prompts"]) * scale
-        left = "training image, then " if thumbs["source_column"] else ""
-        seeds = ", ".join(str(s) for s in thumbs["seeds"])
-        prompts = "".join(f"<li>{_esc(p)}</li>" for p in thumbs["prompts"])
-        parts.append(
-            f'{head}<div class="method"><figure class="grid"><img src="thumbs/{source.name}" width="{width}" '
-            f'height="{height}" alt="{_esc(label)}: generations for the first memorized prompts">'
-            f'<figcaption class="legend">Columns: {left}seeds {_esc(seeds)}.</figcaption></figure>'
-            f'<div><div class="legend">Rows ({_esc(thumbs["prompt_set"])} prompts):</div><ol>{prompts}</ol></div></div>')
-    return "\n".join(parts)
+        own = _legend(thumbs) if len(layouts) > 1 else ""
+        cards.append(f'<figure class="card grid" id="{_anchor(entry)}">{title}<img src="thumbs/{source.name}" '
+                     f'width="{width}" height="{height}" alt="{_esc(label)}: generations for the first '
+                     f'memorized prompts">{own}</figure>')
+    intro = _legend(common) if common is not None and len(layouts) == 1 else ""
+    return intro + '<div class="cards">' + "\n".join(cards) + "</div>"
 
 
 def write_report(leaderboard_path: str | Path, out_dir: str | Path) -> Path:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from memorybench.cli import main
-from memorybench.errors import ValidationError
+from memorybench.errors import ConfigError, ValidationError
 from memorybench.leaderboard import Rejected, load_leaderboard, publish, thumbnail_path
 from memorybench.model_index import model_index
 from memorybench.report import write_report
@@ -123,6 +123,8 @@ def test_one_rejection_publishes_nothing_and_a_changed_grid_is_caught(runs, tmp_
 def test_result_for_another_suite_is_rejected(runs, tmp_path):
     with pytest.raises(Rejected, match="result is for suite 'smoke-v1', this leaderboard is for 'tinyworld-v1'"):
         publish([runs["first"]], tmp_path / "board.json", suite_name="tinyworld-v1")
+    with pytest.raises(ConfigError, match="'board' is not a suite name: pass --suite NAME"):
+        publish([runs["first"]], tmp_path / "board.json")
 
 
 def test_merge_one_entry_per_config_newer_replaces_older_kept_in_history(runs, tmp_path):
