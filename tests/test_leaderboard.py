@@ -1,6 +1,5 @@
 """publish / export model-index / report on real smoke-v1 results (random-weights pipeline)."""
 
-import copy
 import hashlib
 import json
 import re
