@@ -173,9 +173,11 @@ def cmd_export_model_index(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from .report import text_table, write_report
 
     page = write_report(args.leaderboard, args.out)
+    for line in text_table(args.leaderboard):
+        print(line)
     print(f"report written to {page}")
     return 0
 

@@ -250,6 +250,27 @@ def _grids(leaderboard_path: Path, entries: list[dict[str, Any]], labels: list[s
     return intro + '<div class="cards">' + "\n".join(cards) + "</div>"
 
 
+def text_table(leaderboard_path: str | Path, max_columns: int = 8) -> list[str]:
+    """The leaderboard as fixed-width terminal lines: one row per entry, the first summary
+    columns (with their direction), then the cost ratio against none."""
+    board = load_leaderboard(Path(leaderboard_path))
+    entries = sorted(board["entries"], key=lambda e: (e["method"] != "none", e["method"], e["config_sha256"]))
+    labels = _labels(entries)
+    cols = _columns(board)[:max_columns]
+    heads = ["method"] + [f"{c}{'' if (h := _direction(entries, c)) is None else ('↑' if h else '↓')}" for c in cols]
+    heads.append("cost_vs_none")
+    rows = []
+    for entry, label in zip(entries, labels):
+        result = entry["result"]
+        cells = [label] + [("-" if result["summary"].get(c) is None else _fmt(result["summary"][c])) for c in cols]
+        ratio = (result["cost"].get("vs_none") or {}).get("seconds_per_image_ratio")
+        cells.append("-" if ratio is None else f"{ratio:.2f}")
+        rows.append(cells)
+    widths = [max(len(r[i]) for r in [heads] + rows) for i in range(len(heads))]
+    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return [fmt(heads), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows]
+
+
 def write_report(leaderboard_path: str | Path, out_dir: str | Path) -> Path:
     """Write ``index.html``, ``tradeoff.png`` and ``thumbs/`` into ``out_dir``; returns the page."""
     leaderboard_path, out = Path(leaderboard_path), Path(out_dir)

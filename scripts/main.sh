@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Set up (idempotent), then run the main job: suite tinyworld-v1 on the embedded tiny world
-# with no mitigation, offline, on CPU. Extra arguments go to `memorybench run`
-# (e.g. scripts/main.sh --method my-method --set key=value).
+# Set up (idempotent), then run the main job offline on CPU: suite tinyworld-v1 on the
+# embedded tiny world for every built-in method (sharing the cached `none` generations),
+# publish the results into a leaderboard, print it and write the static report page.
+# Extra arguments go to `memorybench run` (e.g. scripts/main.sh --method none,wanda-prune).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-exec .venv/bin/memorybench run --suite tinyworld-v1 --method none --output results/tinyworld-v1/none.json "$@"
+out=results/tinyworld-v1
+board=results/leaderboards/tinyworld-v1.json
+.venv/bin/memorybench run --suite tinyworld-v1 --method all --output-dir "$out" "$@"
+.venv/bin/memorybench publish "$out"/*.json --leaderboard "$board"
+.venv/bin/memorybench report --leaderboard "$board" --out results/report/tinyworld-v1
+echo "[main] open results/report/tinyworld-v1/index.html in a browser"
