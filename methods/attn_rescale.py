@@ -71,16 +71,18 @@ class RescaledCrossAttention:
         n_early = math.ceil(self.config.early_fraction * s.num_steps)
         return s.cfg and 0 <= s.step_index < n_early and batch_size == 2 * s.batch_size
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
         if encoder_hidden_states is None or not self.active(hidden_states.shape[0]):
-            return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+            return self.original(attn, hidden_states, encoder_hidden_states=encoder_hidden_states,
+                                 attention_mask=attention_mask, temb=temb, **kwargs)
         unc, cond = self.state.uncond_slice, self.state.cond_slice
 
         def rows(mask, sl):
             return mask[sl] if mask is not None and mask.shape[0] == hidden_states.shape[0] else mask
 
-        out_u = self.original(attn, hidden_states[unc], encoder_hidden_states[unc], rows(attention_mask, unc),
-                              temb[unc] if temb is not None else None, *args, **kwargs)
+        out_u = self.original(attn, hidden_states[unc], encoder_hidden_states=encoder_hidden_states[unc],
+                              attention_mask=rows(attention_mask, unc),
+                              temb=temb[unc] if temb is not None else None, **kwargs)
         out_c = self.rescaled(attn, hidden_states[cond], encoder_hidden_states[cond], rows(attention_mask, cond),
                               temb[cond] if temb is not None else None)
         return torch.cat([out_u, out_c])

@@ -12,15 +12,20 @@ sampled with the optimised embedding.
 The target. Wen's code stops at 3, a norm taken over the 4 images of a prompt at SD's
 4x64x64 latent, i.e. 65,536 values: a per-value RMS of 3 / 256 = 0.0117. Here each image
 is optimised on its own (so an image does not depend on its batch), and the target is
-``target_rms * sqrt(latent values of one image)``, which reproduces Wen's 3 on SD (1.5 per
-image x sqrt(4 images)) and gives 0.75 at the tiny world's 16x16x16 latent.
+``target_rms * sqrt(latent values of one image)``; with Wen's RMS that reproduces his 3 on
+SD (1.5 per image x sqrt(4 images)) and gives 0.75 at the tiny world's 16x16x16 latent.
 
-That value sits at the bottom of the tiny world's non-memorized range (first-step
-``||eps_c - eps_u||`` per image, 16 memorized prompts x 4 seeds: mean 2.54, range
-0.99-3.74; 24 held-out general prompts x 4 seeds: mean 1.09, range 0.75-1.63), so on the
-tiny world nearly every image uses all 10 iterations, exactly as Wen's target, which sits
-at the low end of SD's non-memorized magnitudes, makes most memorized SD prompts do.
-``target_rms`` is the knob for a model whose scale differs.
+The target only works where it sits relative to the model's own non-memorized
+magnitudes, so it does not carry over between models by latent size alone. In the tiny
+world (first-step ``||eps_c - eps_u||`` per image: 16 memorized prompts x 4 seeds mean
+2.54, range 0.99-3.74; 24 held-out general prompts x 4 seeds mean 1.09, range 0.75-1.63)
+Wen's scaled 0.75 is the very bottom of the non-memorized range, so almost every general
+image is optimised for all 10 iterations too. On a probe (8 memorized prompts x 4 seeds,
+8 general prompts x 2 seeds of tinyworld-v1) it cut copy similarity by 66% but tiny-CLIP
+on general prompts by 24%; 0.014 (0.90 per image) cut copying by 50% at -4% CLIP, 0.016
+by 25% at 0%. The default is therefore ``target_rms = 0.014`` on the tiny world; set
+``target_rms = 0.01171875`` (``WEN_TARGET_RMS``) for Wen's own value. The trade-off curve
+over ``target_rms`` on the full suite is in ``benchmarks/tradeoff_sweep.py``'s output.
 
 Faithful to the public code (YuxinWenRick/diffusion_memorization ``aug_prompt``): the loss
 is the un-guided difference at the first scheduler timestep with the scheduler's model
@@ -47,9 +52,10 @@ WEN_TARGET_RMS = WEN_TARGET_LOSS / math.sqrt(4 * 4 * 64 * 64)  # 0.01171875
 class WenEmbeddingOptConfig:
     lr: float = 0.05  # AdamW learning rate (Wen's --optim_lr)
     max_iterations: int = 10  # Wen's --optim_iters
-    # Stop once ||eps_c - eps_u||_2 <= target_rms * sqrt(latent values per image);
-    # 3/256 reproduces Wen's target loss 3 (4 SD images); 0.75 per tiny-world image.
-    target_rms: float = WEN_TARGET_RMS
+    # Stop once ||eps_c - eps_u||_2 <= target_rms * sqrt(latent values per image).
+    # Wen's loss 3 over 4 SD images is WEN_TARGET_RMS = 3/256 (0.75 per tiny-world image);
+    # the tiny-world default 0.014 (0.90 per image) sits in its non-memorized range instead.
+    target_rms: float = 0.014
     weight_decay: float = 0.01  # torch AdamW default, as in Wen's code
 
     def __post_init__(self) -> None:
@@ -104,7 +110,8 @@ class WenEmbeddingOpt(Method):
     Config = WenEmbeddingOptConfig
     reference = ("Wen et al., Detecting, Explaining, and Mitigating Memorization in Diffusion Models, ICLR 2024; "
                  "code YuxinWenRick/diffusion_memorization: AdamW lr 0.05, 10 iterations, target loss 3 over "
-                 "4 images at 4x64x64 (= per-value RMS 3/256, 0.75 per 16x16x16 tiny-world image)")
+                 "4 images at 4x64x64 (= per-value RMS 3/256 = 0.0117); tiny-world default target_rms 0.014 "
+                 "(0.90 per 16x16x16 image), as Wen's value falls below the tiny world's non-memorized range")
 
     def prompt_embeds(self, pipe, cond, uncond, latents, settings, prompts):
         embeds, _ = optimise_embeddings(pipe, cond, uncond, latents, settings, self.config)
