@@ -62,6 +62,7 @@ class FinetuneRecipe:
     caption_dropout: float = 0.1  # share of captions replaced by "" (keeps CFG's unconditional branch trained)
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # max global gradient norm (0 = off)
+    ema: float = 0.0  # decay of the weights' moving average used as the result (0 = the last weights)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -73,6 +74,8 @@ class FinetuneRecipe:
             raise ValueError(f"train must be one of {', '.join(TRAIN_CHOICES)}, got {self.train!r}")
         if not 0.0 <= self.caption_dropout < 1.0:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
 
     @classmethod
     def from_options(cls, options: dict[str, Any], owner: str = "suite") -> "FinetuneRecipe | None":
@@ -242,7 +245,7 @@ class SuiteFinetune:
         from diffusers import DDPMScheduler
         from tqdm.auto import tqdm
 
-        from .tinyworld.train import encode_latents, noise_prediction_loss, warmup_cosine
+        from .tinyworld.train import ema_update, encode_latents, noise_prediction_loss, warmup_cosine
 
         pipe, recipe, data = self.pipe, self.recipe, self.data
         if pipe.dtype != torch.float32:
@@ -293,6 +296,8 @@ class SuiteFinetune:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(recipe.warmup, max(1, recipe.steps)))
         g = torch.Generator().manual_seed(recipe.seed)
         weights = torch.as_tensor(np.asarray(data.dup_counts), dtype=torch.float64)
+        trained = list(params.values())
+        ema = [p.detach().clone() for p in trained] if recipe.ema > 0 else None
         losses: list[float] = []
         bar = tqdm(range(recipe.steps), desc=f"fine-tune [{method.name}]", unit="step", disable=not self.progress,
                    file=sys.stderr)
@@ -315,12 +320,18 @@ class SuiteFinetune:
                 if hook is not None:
                     with torch.no_grad():
                         hook.after_step(step)
+                if ema is not None:
+                    ema_update(ema, trained, step, recipe.ema)
                 losses.append(float(loss.detach()))
                 if step % 10 == 0:
                     bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}")
         finally:
             bar.close()
             pipe.unet.eval()
+        if ema is not None:  # the moving average is the fine-tuned model
+            with torch.no_grad():
+                for p, e in zip(trained, ema):
+                    p.copy_(e)
         after = {"protected": fixed_loss(data.protected, 8, probe_seed),
                  "general": fixed_loss(general, 2, probe_seed) if len(general) else None}
         tenth = max(1, len(losses) // 10)

@@ -177,6 +177,16 @@ def noise_prediction_loss(unet, x0, text_emb, alphas_cumprod, generator):
     return F.mse_loss(pred.float(), noise.float())
 
 
+def ema_update(ema: list, params: list, step: int, decay: float) -> None:
+    """One step of the weights' exponential moving average (decay warmed up over the first steps)."""
+    import torch
+
+    with torch.no_grad():
+        d = min(decay, (1 + step) / (10 + step))
+        torch._foreach_mul_(ema, d)
+        torch._foreach_add_(ema, [p.detach() for p in params], alpha=1 - d)
+
+
 def train_unet(unet, text_encoder, tokenizer, latents, data, cfg: TinyWorldConfig, device, log, progress: bool, ckpt: Path | None = None, steps: int | None = None):
     """Joint UNet + text-encoder training (epsilon prediction, caption dropout for CFG, EMA)."""
     import torch
@@ -225,10 +235,7 @@ def train_unet(unet, text_encoder, tokenizer, latents, data, cfg: TinyWorldConfi
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        with torch.no_grad():
-            d = min(cfg.ema, (1 + step) / (10 + step))
-            torch._foreach_mul_(ema, d)
-            torch._foreach_add_(ema, [p.detach() for p in params], alpha=1 - d)
+        ema_update(ema, params, step, cfg.ema)
         if step % 50 == 0 or step == steps - 1:
             log({"phase": "unet", "step": step, "loss": float(loss.detach()), "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - t_start, 2)})
             if progress:
