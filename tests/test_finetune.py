@@ -302,12 +302,13 @@ def test_folder_suite_runs_end_to_end_with_a_cached_fine_tune(tmp_path):
     assert third["cost"]["images_generated"] == first["cost"]["images_generated"]
 
 
-@pytest.mark.slow  # two short fine-tunes of the tiny world (about a minute on 2 quiet cores)
+@pytest.mark.slow  # two fine-tunes of the tiny world, 300 steps each (minutes on 2 cores)
 def test_projection_on_the_tiny_world_keeps_generations_off_the_protected_photos(tmp_path):
-    """finetune-dup-v1's data, a short recipe: the plain fine-tune learns the protected
-    photos (their denoising L2 falls, generations move towards them); with projection
-    (linear + conv layers) both move far less. Relative to the plain fine-tune, measured
-    in the same test."""
+    """finetune-dup-v1's data with a shorter recipe: the plain fine-tune's generations of
+    the protected captions move towards the protected photos (SSCD); with grad-projection
+    at its defaults they stay at least 30% further. Relative to the plain fine-tune,
+    measured in the same test."""
+    from memorybench.metrics.sscd import SSCDEmbedder
     from memorybench.pipeline import SamplerSettings
     from memorybench.suite import load_suite
     from memorybench.tinyworld import world_path
@@ -315,18 +316,16 @@ def test_projection_on_the_tiny_world_keeps_generations_off_the_protected_photos
     data = load_suite_data(load_suite("finetune-dup-v1"))
     ft_set = data.extra["finetune_set"]
     pipe = PipelineAdapter.from_folder(world_path() / "pipeline", model_id="tinyworld-v1")
-    recipe = FinetuneRecipe(steps=150, batch=16, lr=1e-3, warmup=10)
-    ft = SuiteFinetune(pipe, recipe, ft_set, tmp_path, progress=False)
-    prompts = ft_set.protected_captions
-    src = ft_set.protected_images.astype(np.float64)
-    out = {}
-    for method in (METHODS.get("none")(), GradientProjection(GradientProjection.Config(layers="linear+conv"))):
-        ctx = MethodContext()
-        with ft.applied(method, ctx):
-            images = pipe.generate(prompts, [0] * len(prompts), SamplerSettings(steps=15))
-        rec = ctx.report["finetune"]
-        out[method.name] = {"probe_drop": rec["probe_loss_before"]["protected"] - rec["probe_loss_after"]["protected"],
-                            "pixel_l2": float(np.sqrt(((images - src) ** 2).mean()))}
-    assert out["none"]["probe_drop"] > 0
-    assert out["grad-projection"]["probe_drop"] < 0.5 * out["none"]["probe_drop"], out
-    assert out["grad-projection"]["pixel_l2"] > out["none"]["pixel_l2"], out
+    ft = SuiteFinetune(pipe, FinetuneRecipe(steps=300, batch=32, lr=1e-3, warmup=20), ft_set, tmp_path, progress=False)
+    embedder = SSCDEmbedder("default", progress=False)
+    sources = embedder.embed(ft_set.protected_images)
+    prompts = [c for c in ft_set.protected_captions for _ in range(2)]
+    seeds = [k for _ in ft_set.protected_captions for k in range(2)]
+    sscd = {}
+    for method in (METHODS.get("none")(), GradientProjection()):
+        with ft.applied(method, MethodContext()):
+            images = pipe.generate(prompts, seeds, SamplerSettings())
+        sims = np.einsum("nd,nd->n", embedder.embed(images), np.repeat(sources, 2, axis=0))
+        sscd[method.name] = float(sims.mean())
+    assert sscd["none"] > 0.1, sscd  # the plain fine-tune copies (the base model scores about 0)
+    assert sscd["grad-projection"] < 0.7 * sscd["none"], sscd
