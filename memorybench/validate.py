@@ -79,7 +79,36 @@ def validate_method(method_cls: type[Method], settings: dict | None = None) -> V
                f"{len(moved)} differ, e.g. {moved[:3]}" if moved else f"{len(processors_before)} processors")
     restored = pipe.generate(prompts, [0, 1], settings_)
     report.add("generation after removal equals generation before", bool((restored == baseline).all()))
+    if method.kind == "training":
+        _check_training_hook(method, pipe, before, report)
     return report
+
+
+def _check_training_hook(method: Method, pipe: PipelineAdapter, before: dict[str, str], report: ValidationReport) -> None:
+    """A training method inside a 3-step fine-tune of the tiny pipeline: runs, and is undone."""
+    import tempfile
+
+    import numpy as np
+
+    from .finetune import FinetuneRecipe, FinetuneSet, SuiteFinetune
+
+    rng = np.random.default_rng(0)
+    images = np.repeat(np.repeat(rng.integers(0, 256, (4, 4, 4, 3)), 8, 1), 8, 2).astype(np.uint8)
+    data = FinetuneSet(images=images, captions=["a photo of a red cat", "a painting of a house", "a blue car",
+                                                "an old city street"],
+                       dup_counts=np.array([5, 1, 1, 1]), protected=np.array([0]), sha256="validate")
+    ctx = MethodContext(seed=0)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            with SuiteFinetune(pipe, FinetuneRecipe(steps=3, batch=2, warmup=1), data, tmp, progress=False).applied(method, ctx):
+                pass
+        report.add("training hook runs inside a fine-tune", True, f"report keys {sorted(ctx.report)}")
+    except Exception as exc:
+        report.add("training hook runs inside a fine-tune", False, f"{type(exc).__name__}: {exc}")
+        return
+    changed = sorted(k for k, v in _tensor_hashes(pipe).items() if before.get(k) != v)
+    report.add("weights restored bit-exactly after the fine-tune", not changed,
+               f"{len(changed)} tensor(s) differ, e.g. {changed[:3]}" if changed else "")
 
 
 def validate_or_raise(method_cls: type[Method], settings: dict | None = None) -> ValidationReport:

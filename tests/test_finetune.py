@@ -169,6 +169,14 @@ def test_weights_restored_when_the_fine_tune_fails(pipe, tmp_path):
     assert _unet_bytes(pipe) == base
 
 
+def test_validate_runs_a_training_method_inside_a_fine_tune():
+    from memorybench.validate import validate_method
+
+    report = validate_method(METHODS.get("grad-projection"), {"energy": 0.99})
+    assert report.ok, report.lines()
+    assert any("training hook runs inside a fine-tune" in line for line in report.lines())
+
+
 # -- effect -----------------------------------------------------------------------------
 def test_projection_keeps_the_protected_images_from_being_learned(pipe, tmp_path):
     """Same fine-tune with and without projection: the plain one fits the duplicated
