@@ -35,7 +35,6 @@ SEEDS = [0, 1]
 def world():
     """The tiny world, 4 of its most duplicated memorized prompts (chosen by duplicate count,
     not by outcome), their source images and SSCD, and ``none``'s generations."""
-    torch.set_num_threads(2)
     pipe = PipelineAdapter.from_folder(world_path() / "pipeline", model_id="tinyworld-v1")
     data = load_world_data(n_general=0)  # memorized prompts and images do not depend on n_general; skips 3,000 renders
     top = int(data.memorized_dup_counts.max())
