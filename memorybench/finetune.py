@@ -13,8 +13,10 @@ image is generated, for every method:
   step and parameters after it.
 
 The loop reuses the tiny world's training pieces (VAE latents, noise schedule, epsilon
-loss, warmup-cosine LR; :mod:`memorybench.tinyworld.train`); the text encoder stays frozen
-(captions are encoded once), and caption dropout keeps classifier-free guidance working.
+loss, warmup-cosine LR, optional weight EMA; :mod:`memorybench.tinyworld.train`); the text
+encoder stays frozen (captions are encoded once), and caption dropout keeps
+classifier-free guidance working. ``finetune_steps: 0`` measures the base model through
+the same path (the "before fine-tuning" row).
 Fine-tuned weights are cached content-addressed (base weights sha256 + recipe + fine-tune
 data + the method's name and config hash for training methods) as safetensors under
 ``CACHE/finetune/``, so re-runs and resumed runs reuse them; the fine-tune's seconds are
