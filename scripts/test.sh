@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up (idempotent), then run the whole test suite. Extra arguments go to pytest,
-# e.g. scripts/test.sh -m "not slow" for the quick subset.
+# Tests marked slow (minutes of tiny-world training) are left out unless asked for:
+# scripts/test.sh -m "slow or not slow" runs everything (as CI does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
