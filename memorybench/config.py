@@ -13,7 +13,7 @@ import hashlib
 import json
 import types
 import typing
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import ConfigError
 
@@ -133,3 +133,34 @@ def parse_set_options(pairs: list[str] | None) -> dict[str, Any]:
             value = raw
         out[key] = value
     return out
+
+
+@dataclasses.dataclass
+class NoConfig:
+    """A plugin without settings."""
+
+
+class ConfiguredPlugin:
+    """What methods and detectors share: a dataclass ``Config`` built from ``--set``
+    settings (unknown keys and wrong types rejected by name) and hashed into results."""
+
+    name: ClassVar[str] = ""
+    plugin_kind: ClassVar[str] = "plugin"  # "method" | "detector": names the owner in errors
+    Config: ClassVar[type] = NoConfig
+    # Where the defaults come from (paper, public code), recorded in the result.
+    reference: ClassVar[str] = ""
+
+    def __init__(self, config: Any = None):
+        self.config = config if config is not None else self.Config()
+        if not isinstance(self.config, self.Config):
+            raise ConfigError(f"{self.plugin_kind} '{self.name}': config must be a {self.Config.__name__}")
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any] | None = None):
+        return cls(config_from_dict(cls.Config, settings or {}, owner=f"{cls.plugin_kind} '{cls.name}'"))
+
+    def config_dict(self) -> dict[str, Any]:
+        return config_to_dict(self.config)
+
+    def config_sha256(self) -> str:
+        return config_sha256(self.config)

@@ -28,9 +28,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 import numpy as np
 import torch
 
-from .config import config_from_dict, config_sha256, config_to_dict
+from .config import ConfiguredPlugin
 from .errors import ConfigError
-from .method import NoConfig
 
 if TYPE_CHECKING:
     from .pipeline import PipelineAdapter, SamplerSettings
@@ -59,29 +58,11 @@ class DetectionScores:
                                {k: np.concatenate([p.components[k] for p in parts]) for k in keys})
 
 
-class Detector:
+class Detector(ConfiguredPlugin):
     """Base class of memorization detectors. Subclass, set the class attributes, register."""
 
-    name: ClassVar[str] = ""
+    plugin_kind: ClassVar[str] = "detector"
     description: ClassVar[str] = ""
-    Config: ClassVar[type] = NoConfig
-    # Where the defaults come from (paper, public code), recorded in the result.
-    reference: ClassVar[str] = ""
-
-    def __init__(self, config: Any = None):
-        self.config = config if config is not None else self.Config()
-        if not isinstance(self.config, self.Config):
-            raise ConfigError(f"detector '{self.name}': config must be a {self.Config.__name__}")
-
-    @classmethod
-    def from_settings(cls, settings: dict[str, Any] | None = None) -> "Detector":
-        return cls(config_from_dict(cls.Config, settings or {}, owner=f"detector '{cls.name}'"))
-
-    def config_dict(self) -> dict[str, Any]:
-        return config_to_dict(self.config)
-
-    def config_sha256(self) -> str:
-        return config_sha256(self.config)
 
     def score(self, pipe: "PipelineAdapter", prompts: list[str], settings: "SamplerSettings") -> DetectionScores:
         """Scores for ``prompts`` (higher = more memorized) under the suite's sampler."""

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Literal
 
 import torch
 
-from .config import config_from_dict, config_sha256, config_to_dict
+from .config import ConfiguredPlugin
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -40,11 +40,6 @@ if TYPE_CHECKING:
 
 MethodKind = Literal["weight-edit", "inference", "training"]
 METHOD_KINDS = ("weight-edit", "inference", "training")
-
-
-@dataclass
-class NoConfig:
-    """A method without settings."""
 
 
 @dataclass
@@ -96,30 +91,12 @@ class TrainingHook:
         pass
 
 
-class Method:
+class Method(ConfiguredPlugin):
     """Base class of mitigation methods. Subclass, set the class attributes, register."""
 
-    name: ClassVar[str] = ""
+    plugin_kind: ClassVar[str] = "method"
     kind: ClassVar[MethodKind] = "inference"
     description: ClassVar[str] = ""
-    Config: ClassVar[type] = NoConfig
-    # Where the defaults come from (paper, public code), recorded in the result.
-    reference: ClassVar[str] = ""
-
-    def __init__(self, config: Any = None):
-        self.config = config if config is not None else self.Config()
-        if not isinstance(self.config, self.Config):
-            raise ConfigError(f"method '{self.name}': config must be a {self.Config.__name__}")
-
-    @classmethod
-    def from_settings(cls, settings: dict[str, Any] | None = None) -> "Method":
-        return cls(config_from_dict(cls.Config, settings or {}, owner=f"method '{cls.name}'"))
-
-    def config_dict(self) -> dict[str, Any]:
-        return config_to_dict(self.config)
-
-    def config_sha256(self) -> str:
-        return config_sha256(self.config)
 
     # -- hooks (all optional) -------------------------------------------------------------
     def prepare(self, pipe: "PipelineAdapter", ctx: MethodContext) -> None:
