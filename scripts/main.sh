@@ -7,9 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-out=results/tinyworld-v1
-board=results/leaderboards/tinyworld-v1.json
+out=results/main/tinyworld-v1  # only run results here: publish takes every JSON in it
+board=results/main/leaderboard-tinyworld-v1.json
 .venv/bin/memorybench run --suite tinyworld-v1 --method all --output-dir "$out" "$@"
 .venv/bin/memorybench publish "$out"/*.json --leaderboard "$board"
-.venv/bin/memorybench report --leaderboard "$board" --out results/report/tinyworld-v1
-echo "[main] open results/report/tinyworld-v1/index.html in a browser"
+.venv/bin/memorybench report --leaderboard "$board" --out results/main/report-tinyworld-v1
+echo "[main] open results/main/report-tinyworld-v1/index.html in a browser"
