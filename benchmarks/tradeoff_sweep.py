@@ -70,10 +70,13 @@ def plot(rows: list[dict], method: str, param: str, suite: str, path: Path) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.patches import Rectangle
+
     base, pts = rows[0], rows[1:]
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    ax.axvspan(0, 0.7 * base["sscd_mem"], ymin=0, ymax=1, color="tab:green", alpha=0.06, lw=0)
-    ax.axhspan(0.9 * base["clip_gen"], 1.1 * base["clip_gen"], color="tab:blue", alpha=0.06, lw=0)
+    x0 = min([0.0] + [r["sscd_mem"] for r in rows])
+    ax.add_patch(Rectangle((x0, 0.9 * base["clip_gen"]), 0.7 * base["sscd_mem"] - x0, 0.2 * base["clip_gen"],
+                           color="tab:green", alpha=0.12, lw=0, label="issue 5 bar"))
     ax.plot([r["sscd_mem"] for r in pts], [r["clip_gen"] for r in pts], "o-", color="tab:orange", label=method)
     for r in pts:
         ax.annotate(f"{param}={json.dumps(r['setting'])}", (r["sscd_mem"], r["clip_gen"]), fontsize=7,
@@ -81,7 +84,7 @@ def plot(rows: list[dict], method: str, param: str, suite: str, path: Path) -> N
     ax.plot([base["sscd_mem"]], [base["clip_gen"]], "k*", ms=12, label="none")
     ax.set_xlabel("sscd_mem (copy similarity to the source, lower = less copying)")
     ax.set_ylabel("clip_gen (prompt fidelity, higher = better)")
-    ax.set_title(f"{method} over {param} on {suite}\nshaded: sscd_mem <= 70% of none, clip_gen within 10% of none",
+    ax.set_title(f"{method} over {param} on {suite}\nbar (shaded): sscd_mem <= 70% of none, clip_gen within 10% of none",
                  fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -94,20 +97,29 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--method", required=True)
     ap.add_argument("--param", required=True, help="config key to sweep")
-    ap.add_argument("--values", required=True, nargs="+", help="values of --param (JSON)")
+    ap.add_argument("--values", nargs="+", default=[], help="values of --param (JSON)")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="fixed method setting (repeatable)")
     ap.add_argument("--suite", default="tinyworld-v1")
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--out", default=None, help="output stem: writes STEM.json and STEM.png")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--replot", action="store_true", help="only redraw STEM.png from STEM.json")
     args = ap.parse_args(argv)
 
+    stem = Path(args.out or f"tradeoff-{args.method}-{args.param}")
+    if args.replot:  # redraw from a sweep's JSON without generating anything
+        rows = json.loads(stem.with_suffix(".json").read_text())["rows"]
+        print(table(rows, args.param))
+        plot(rows, args.method, args.param, args.suite, stem.with_suffix(".png"))
+        print(f"wrote {stem.with_suffix('.png')}")
+        return 0
+    if not args.values:
+        ap.error("--values is required unless --replot")
     options = RunOptions(cache_dir=args.cache_dir, progress=not args.no_progress, command=sys.argv)
     values = [parse_value(v) for v in args.values]
     rows = sweep(args.suite, args.method, args.param, values, parse_set_options(args.set), options)
     print(f"{args.method} on {args.suite}, sweeping {args.param}" + (f" with {args.set}" if args.set else ""))
     print(table(rows, args.param))
-    stem = Path(args.out or f"tradeoff-{args.method}-{args.param}")
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps({"suite": args.suite, "method": args.method, "param": args.param,
                                                      "fixed": parse_set_options(args.set), "rows": rows}, indent=1))
