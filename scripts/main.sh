@@ -10,6 +10,6 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 out=results/main/tinyworld-v1  # only run results here: publish takes every JSON in it
 board=results/main/leaderboard-tinyworld-v1.json
 .venv/bin/memorybench run --suite tinyworld-v1 --method all --output-dir "$out" "$@"
-.venv/bin/memorybench publish "$out"/*.json --leaderboard "$board"
+.venv/bin/memorybench publish "$out"/*.json --leaderboard "$board" --suite tinyworld-v1
 .venv/bin/memorybench report --leaderboard "$board" --out results/main/report-tinyworld-v1
 echo "[main] open results/main/report-tinyworld-v1/index.html in a browser"
