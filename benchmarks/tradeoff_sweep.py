@@ -78,9 +78,9 @@ def plot(rows: list[dict], method: str, param: str, suite: str, path: Path) -> N
     ax.add_patch(Rectangle((x0, 0.9 * base["clip_gen"]), 0.7 * base["sscd_mem"] - x0, 0.2 * base["clip_gen"],
                            color="tab:green", alpha=0.12, lw=0, label="issue 5 bar"))
     ax.plot([r["sscd_mem"] for r in pts], [r["clip_gen"] for r in pts], "o-", color="tab:orange", label=method)
-    for r in pts:
+    for i, r in enumerate(pts):  # staggered labels stay readable when points nearly coincide
         ax.annotate(f"{param}={json.dumps(r['setting'])}", (r["sscd_mem"], r["clip_gen"]), fontsize=7,
-                    textcoords="offset points", xytext=(4, 4))
+                    textcoords="offset points", xytext=(4, 4 - 9 * (i % 3)))
     ax.plot([base["sscd_mem"]], [base["clip_gen"]], "k*", ms=12, label="none")
     ax.set_xlabel("sscd_mem (copy similarity to the source, lower = less copying)")
     ax.set_ylabel("clip_gen (prompt fidelity, higher = better)")
