@@ -133,10 +133,12 @@ def early_trajectory(pipe: "PipelineAdapter", prompts: list[str], seeds: list[in
         for i, t in enumerate(timesteps[:steps]):
             state.step_index, state.timestep = i, int(t)
             model_in = scheduler.scale_model_input(torch.cat([latents, latents]), t)
-            eps = pipe.unet(model_in, t, encoder_hidden_states=torch.cat([uncond, cond])).sample
-            eps_u, eps_c = eps.chunk(2)
-            eps_g = eps_u + settings.guidance * (eps_c - eps_u)
-            nxt = scheduler.step(eps_g, t, latents).prev_sample
+            out = pipe.unet(model_in, t, encoder_hidden_states=torch.cat([uncond, cond])).sample
+            out_u, out_c = out.chunk(2)
+            out_g = out_u + settings.guidance * (out_c - out_u)
+            nxt = scheduler.step(out_g, t, latents).prev_sample
+            # detectors read noise predictions, whatever the UNet regresses
+            eps_u, eps_c, eps_g = (pipe.to_epsilon(o, latents, t, scheduler) for o in (out_u, out_c, out_g))
             t_next = int(timesteps[i + 1]) if i + 1 < len(timesteps) else -1
             yield StepRecord(
                 step=i, timestep=int(t), alpha_bar=float(alphas[int(t)]), latents=latents,

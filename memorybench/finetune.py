@@ -247,7 +247,7 @@ class SuiteFinetune:
         from diffusers import DDPMScheduler
         from tqdm.auto import tqdm
 
-        from .tinyworld.train import ema_update, encode_latents, noise_prediction_loss, warmup_cosine
+        from .tinyworld.train import diffusion_target, ema_update, encode_latents, noise_prediction_loss, warmup_cosine
 
         pipe, recipe, data = self.pipe, self.recipe, self.data
         if pipe.dtype != torch.float32:
@@ -276,7 +276,8 @@ class SuiteFinetune:
                     a = alphas[t].view(-1, 1, 1, 1)
                     pred = pipe.unet(a.sqrt() * x0 + (1 - a).sqrt() * noise, t, text[i]).sample
                     if keep_loss:
-                        total += float((pred.float() - noise).pow(2).mean(dim=(1, 2, 3)).sum())
+                        target = diffusion_target(x0, noise, a, pipe.prediction_type)
+                        total += float((pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3)).sum())
                     n += len(i)
             return total / max(1, n)
 
@@ -310,7 +311,7 @@ class SuiteFinetune:
                 drop = (torch.rand(recipe.batch, generator=g) < recipe.caption_dropout).to(device)
                 idx = idx.to(device)
                 emb = torch.where(drop[:, None, None], null, text[idx])
-                loss = noise_prediction_loss(pipe.unet, latents[idx], emb, alphas, g)
+                loss = noise_prediction_loss(pipe.unet, latents[idx], emb, alphas, g, pipe.prediction_type)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if hook is not None:

@@ -233,6 +233,22 @@ class PipelineAdapter:
         eps_u, eps_c = eps.chunk(2)
         return eps_u + guidance * (eps_c - eps_u)
 
+    @property
+    def prediction_type(self) -> str:
+        """What the UNet outputs: "epsilon" (SD 1.x, the tiny world) or "v_prediction" (SD 2.x)."""
+        return str(self._base_scheduler_config.get("prediction_type", "epsilon"))
+
+    def to_epsilon(self, output: torch.Tensor, latents: torch.Tensor, t, scheduler) -> torch.Tensor:
+        """The UNet's output at ``(latents, t)`` expressed as a noise prediction, so that
+        detectors and methods measure the same quantity whatever the model regresses."""
+        kind = self.prediction_type
+        if kind == "epsilon":
+            return output
+        a = scheduler.alphas_cumprod.to(output.device)[int(t)].to(output.dtype)
+        if kind == "v_prediction":  # v = sqrt(a) eps - sqrt(1-a) x0  =>  eps = sqrt(a) v + sqrt(1-a) x_t
+            return a.sqrt() * output + (1 - a).sqrt() * latents
+        raise ConfigError(f"unsupported prediction_type '{kind}' in the scheduler config")
+
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         scale = getattr(self.vae.config, "scaling_factor", 1.0)

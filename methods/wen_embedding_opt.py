@@ -66,9 +66,11 @@ class WenEmbeddingOptConfig:
 def text_noise_norms(pipe, latents: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, t, scheduler) -> torch.Tensor:
     """Per image ``||eps(x, cond) - eps(x, uncond)||_2`` (differentiable in ``cond``)."""
     model_in = scheduler.scale_model_input(torch.cat([latents, latents]), t)
-    eps = pipe.unet(model_in, t, encoder_hidden_states=torch.cat([uncond, cond])).sample
-    eps_u, eps_c = eps.chunk(2)
-    return (eps_c - eps_u).float().flatten(1).norm(dim=1)
+    out = pipe.unet(model_in, t, encoder_hidden_states=torch.cat([uncond, cond])).sample
+    out_u, out_c = out.chunk(2)
+    # the difference in noise-prediction units (the same latents under both halves)
+    diff = pipe.to_epsilon(out_c, latents, t, scheduler) - pipe.to_epsilon(out_u, latents, t, scheduler)
+    return diff.float().flatten(1).norm(dim=1)
 
 
 def optimise_embeddings(pipe, cond, uncond, latents, settings, config: WenEmbeddingOptConfig) -> tuple[torch.Tensor, list[int]]:

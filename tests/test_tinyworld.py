@@ -53,7 +53,8 @@ def test_finetune_set_is_disjoint_from_world(small_world):
     assert not set(ft.protected_captions) & set(small_world.memorized_prompts)
 
 
-def test_short_training_loss_falls(tmp_path):
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_short_training_loss_falls(tmp_path, prediction_type):
     import torch
 
     from memorybench.tinyworld.model import build_text_encoder, build_tokenizer, build_unet, tiny_test_config
@@ -63,6 +64,7 @@ def test_short_training_loss_falls(tmp_path):
     cfg = tiny_test_config()
     cfg.unet_steps = 60
     cfg.batch = 16
+    cfg.prediction_type = prediction_type
     data = gen.build_world_data(0, n_general=40)
     tok = build_tokenizer(data.vocabulary(), cfg.max_length)
     unet = build_unet(cfg)
@@ -145,3 +147,29 @@ def test_train_tinyworld_end_to_end_tiny(tmp_path):
     # a second call finds every phase done and only rewrites the folders
     train_tinyworld(tmp_path / "w", cfg, progress=False, device="cpu")
     assert (out / "manifest.json").exists()
+
+
+def test_v_prediction_target_converts_back_to_the_noise():
+    """diffusion_target (training) and PipelineAdapter.to_epsilon (detectors, methods) agree:
+    the v target of a known (x0, noise) pair maps back to exactly that noise."""
+    import torch
+    from diffusers import DDIMScheduler
+
+    from memorybench.pipeline import PipelineAdapter
+    from memorybench.tinyworld.model import TinyWorldConfig, scheduler_config
+    from memorybench.tinyworld.train import diffusion_target
+
+    pipe = PipelineAdapter.dummy(seed=0)
+    sched = DDIMScheduler(**scheduler_config(TinyWorldConfig(prediction_type="v_prediction")))
+    object.__setattr__(pipe, "_base_scheduler_config", dict(sched.config))
+    assert pipe.prediction_type == "v_prediction"
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
+    for t in (1, 500, 999):
+        a = sched.alphas_cumprod[t]
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        v = diffusion_target(x0, noise, a, "v_prediction")
+        torch.testing.assert_close(pipe.to_epsilon(v, x_t, t, sched), noise, rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(v, noise, atol=1e-2)  # the conversion is not the identity
+    with pytest.raises(ValueError, match="prediction_type"):
+        TinyWorldConfig(prediction_type="sample")

@@ -19,6 +19,9 @@ from typing import Any
 from ..tokenizer import build_word_tokenizer  # noqa: E402
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
 @dataclasses.dataclass
 class TinyWorldConfig:
     """Everything that defines a tiny world's architecture and training recipe."""
@@ -52,6 +55,8 @@ class TinyWorldConfig:
     warmup: int = 100
     ema: float = 0.995
     caption_dropout: float = 0.1
+    # what the UNet regresses: "epsilon" (SD 1.x) or "v_prediction" (SD 2.x)
+    prediction_type: str = "epsilon"
     # tiny CLIP for CLIP score
     clip_steps: int = 400
     clip_batch: int = 256
@@ -63,6 +68,10 @@ class TinyWorldConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    def __post_init__(self) -> None:
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TinyWorldConfig":
@@ -176,7 +185,7 @@ def scheduler_config(cfg: TinyWorldConfig) -> dict[str, Any]:
         beta_start=0.00085,
         beta_end=0.012,
         beta_schedule="scaled_linear",
-        prediction_type="epsilon",
+        prediction_type=cfg.prediction_type,
         clip_sample=bool(cfg.clip_sample),
         clip_sample_range=float(cfg.clip_sample_range),
         set_alpha_to_one=False,

@@ -163,9 +163,18 @@ def encode_latents(vae, images: np.ndarray, device, batch: int = 256):
     return torch.cat(out)
 
 
-def noise_prediction_loss(unet, x0, text_emb, alphas_cumprod, generator):
-    """Epsilon-prediction MSE of ``unet`` on clean latents ``x0`` noised at uniform random
-    timesteps (noise, then timesteps, drawn from the CPU ``generator``)."""
+def diffusion_target(x0, noise, alpha_bar, prediction_type: str):
+    """What the UNet should output for ``x_t = sqrt(a) x0 + sqrt(1-a) noise``."""
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "v_prediction":
+        return alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0
+    raise ValueError(f"unsupported prediction_type {prediction_type!r}")
+
+
+def noise_prediction_loss(unet, x0, text_emb, alphas_cumprod, generator, prediction_type: str = "epsilon"):
+    """Diffusion MSE of ``unet`` (epsilon or v target) on clean latents ``x0`` noised at
+    uniform random timesteps (noise, then timesteps, drawn from the CPU ``generator``)."""
     import torch
     import torch.nn.functional as F
 
@@ -174,7 +183,7 @@ def noise_prediction_loss(unet, x0, text_emb, alphas_cumprod, generator):
     a = alphas_cumprod[t].view(-1, 1, 1, 1).to(x0.dtype)
     xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
     pred = unet(xt, t, text_emb).sample
-    return F.mse_loss(pred.float(), noise.float())
+    return F.mse_loss(pred.float(), diffusion_target(x0, noise, a, prediction_type).float())
 
 
 def ema_update(ema: list, params: list, step: int, decay: float) -> None:
@@ -229,7 +238,7 @@ def train_unet(unet, text_encoder, tokenizer, latents, data, cfg: TinyWorldConfi
         drop = torch.rand(cfg.batch, generator=g) < cfg.caption_dropout
         tok[drop.to(device)] = null_tok
         emb = text_encoder(tok)[0]
-        loss = noise_prediction_loss(unet, x0, emb, alphas, g)
+        loss = noise_prediction_loss(unet, x0, emb, alphas, g, cfg.prediction_type)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
