@@ -56,7 +56,7 @@ class TinyWorldConfig:
     ema: float = 0.995
     caption_dropout: float = 0.1
     # what the UNet regresses: "epsilon" (SD 1.x) or "v_prediction" (SD 2.x)
-    prediction_type: str = "epsilon"
+    prediction_type: str = "v_prediction"
     # tiny CLIP for CLIP score
     clip_steps: int = 400
     clip_batch: int = 256
