@@ -35,7 +35,11 @@ from memorybench.registry import register_detector
 
 @dataclass
 class OverEstimationConfig:
-    steps: int = 1  # average over the first k denoising steps
+    # average over the first k denoising steps. 6 (a quarter of the tiny-world suite's 25):
+    # at step 1 a strongly text-conditioned model predicts nearly the same x0 from any noise
+    # for every prompt, general ones too; collapse shows once the early steps have run
+    # (tiny world, 16 memorized vs 24 general: AUROC 0.81 at k=1, 0.91 at k=3, 0.99 at k=6)
+    steps: int = 6
     seeds: int = 4  # initial noises per prompt (collapse needs >= 2)
     seed_offset: int = 0
     score: Literal["collapse", "overestimation", "combined"] = "collapse"
