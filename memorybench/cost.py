@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .suite import SuiteData
 
 PROBE_PROMPTS = 4  # prompts in the timed batch (x 1 seed)
-PROBE_REPEATS = 2  # timings per side; the fastest counts (the least disturbed by other load)
+PROBE_REPEATS = 3  # timings per side; the fastest counts (the least disturbed by other load)
 
 
 # -- peak memory ------------------------------------------------------------------------

@@ -20,12 +20,13 @@ the first 30 of 50); ``early_fraction`` sets the share of steps that are rescale
 
 On the tiny world the mechanism has little to act on. In SD the BOS token is the
 attention sink (large positive logit, most of the attention mass), so c1 > 1 moves
-attention from the trigger tokens to BOS. In the tiny world BOS takes 0.5-9% of the
-cross-attention, its logit is negative in the down and mid blocks (where c1 > 1 lowers it),
-and the padding tokens are the sink (45-90%). Measured on tinyworld-v1 (none: sscd_mem
-0.476, clip_gen 0.465): c1 = 1.1 / 1.25 / 2 / 4 give sscd_mem -5.8 / -5.3 / -5.8 / -6.4%
-and clip_gen -7.2 / -7.2 / -7.3 / -10.7%, almost all of it from the padding mask
-(``benchmarks/tradeoff_sweep.py``); the issue 5 bar (-30% with CLIP within 10%) is not met.
+attention from the trigger tokens to BOS. In the tiny world (measured on the earlier
+epsilon-prediction world) BOS takes 0.5-9% of the cross-attention, its logit is negative in
+the down and mid blocks (where c1 > 1 lowers it), and the padding tokens are the sink
+(45-90%). Measured on tinyworld-v1 (``benchmarks/tradeoff_sweep.py``; none: sscd_mem 0.689,
+clip_gen 0.821): c1 = 1.1 / 1.25 / 2 / 4 give sscd_mem -4.3 / -4.7 / -7.0 / -15.4% and
+clip_gen -16.4 / -16.3 / -15.9 / -19.1%; the CLIP loss is the same at every c1, so it comes
+from the padding mask. The issue 5 bar (-30% with CLIP within 10%) is not met.
 """
 
 from __future__ import annotations

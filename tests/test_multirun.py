@@ -5,6 +5,7 @@ import json
 import pytest
 
 from memorybench.cli import main
+from memorybench.cost import PROBE_REPEATS
 from memorybench.errors import ConfigError
 from memorybench.multirun import method_names, split_settings, suite_fine_tunes
 from memorybench.runner import RunOptions, run
@@ -117,10 +118,10 @@ def test_cost_against_none_is_measured_in_the_run(tmp_path, plugin):
         vs["method"]["seconds_per_image"] / vs["none"]["seconds_per_image"])
     assert vs["method"]["seconds_per_image"] == min(vs["method"]["seconds_per_image_runs"])
     # the method side ran with the method (it sleeps 8 steps x 0.05 s per batch of 3 images: a floor
-    # that no load can lower), the none side without it: 15 images in one batch + 2 timed repeats
+    # that no load can lower), the none side without it: 15 images in one batch + the timed repeats
     steps = suite.sampler.steps
     assert all(t >= steps * 0.05 / 3 for t in vs["method"]["seconds_per_image_runs"])
-    assert slow.steps_seen == steps * (1 + vs["batch"]["repeats"]) and vs["batch"]["repeats"] == 2
+    assert slow.steps_seen == steps * (1 + vs["batch"]["repeats"]) and vs["batch"]["repeats"] == PROBE_REPEATS
     assert vs["measured_in"] == "this run" and vs["none"]["peak_memory_mb"] > 0
     assert result["cost"]["peak_memory_mb"] >= max(vs["method"]["peak_memory_mb"], vs["none"]["peak_memory_mb"])
 
