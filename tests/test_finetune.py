@@ -317,11 +317,11 @@ def test_projection_on_the_tiny_world_keeps_generations_off_the_protected_photos
     at its defaults they stay at least 30% further. Relative to the plain fine-tune,
     measured in the same test."""
     from memorybench.metrics.sscd import SSCDEmbedder
-    from memorybench.pipeline import SamplerSettings
     from memorybench.suite import load_suite
     from memorybench.tinyworld import world_path
 
-    data = load_suite_data(load_suite("finetune-dup-v1"))
+    suite = load_suite("finetune-dup-v1")
+    data = load_suite_data(suite)
     ft_set = data.extra["finetune_set"]
     pipe = PipelineAdapter.from_folder(world_path() / "pipeline", model_id="tinyworld-v1")
     ft = SuiteFinetune(pipe, FinetuneRecipe(steps=300, batch=32, lr=1e-3, warmup=20), ft_set, tmp_path, progress=False)
@@ -332,7 +332,7 @@ def test_projection_on_the_tiny_world_keeps_generations_off_the_protected_photos
     sscd = {}
     for method in (METHODS.get("none")(), GradientProjection()):
         with ft.applied(method, MethodContext()):
-            images = pipe.generate(prompts, seeds, SamplerSettings())
+            images = pipe.generate(prompts, seeds, suite.sampler)
         sims = np.einsum("nd,nd->n", embedder.embed(images), np.repeat(sources, 2, axis=0))
         sscd[method.name] = float(sims.mean())
     assert sscd["none"] > 0.1, sscd  # the plain fine-tune copies (the base model scores about 0)
