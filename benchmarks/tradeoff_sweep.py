@@ -8,7 +8,7 @@ a PNG plot (copy similarity against prompt fidelity, one point per setting, ``no
 Example (the issue 5 bar: sscd_mem at least 30% below none, clip_gen within 10%):
 
     .venv/bin/python benchmarks/tradeoff_sweep.py --method attn-rescale --param c1 \\
-        --values 1.0 1.1 1.25 1.5 2.0 --out .scratch/results/attn-rescale-c1
+        --values 1.1 1.25 2.0 4.0 --out benchmarks/results/tradeoff/attn-rescale
 
 Values are read as JSON (``1.25``, ``true``, ``"linear"``) like ``--set``.
 """
@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from memorybench.config import parse_set_options
+from memorybench.provenance import collect
 from memorybench.registry import METHODS
 from memorybench.runner import RunOptions, run
 from memorybench.suite import load_suite
@@ -41,13 +42,16 @@ def sweep(suite_name: str, method: str, param: str, values: list, fixed: dict, o
     for value in values:  # reject a bad key or value before any generation
         METHODS.get(method).from_settings({**fixed, param: value})
     rows = []
-    base = run(suite, "none", {}, options)
-    rows.append({"method": "none", "setting": None, **{c: base["summary"][c] for c in COLUMNS},
-                 "config_sha256": base["method"]["config_sha256"]})
+
+    def row(result: dict, setting) -> dict:
+        # each point traceable to the suite, weights and config that made it
+        return {"method": result["method"]["name"], "setting": setting, **{c: result["summary"][c] for c in COLUMNS},
+                "config_sha256": result["method"]["config_sha256"], "suite_sha256": result["suite"]["sha256"],
+                "weights_sha256": result["model"]["weights_sha256"], "wall_s": result["provenance"].get("wall_seconds")}
+
+    rows.append(row(run(suite, "none", {}, options), None))
     for value in values:
-        result = run(suite, method, {**fixed, param: value}, options)
-        rows.append({"method": method, "setting": value, **{c: result["summary"][c] for c in COLUMNS},
-                     "config_sha256": result["method"]["config_sha256"]})
+        rows.append(row(run(suite, method, {**fixed, param: value}, options), value))
     for row in rows:
         for c in COLUMNS:
             row[f"{c}_change"] = row[c] / rows[0][c] - 1.0
@@ -121,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.method} on {args.suite}, sweeping {args.param}" + (f" with {args.set}" if args.set else ""))
     print(table(rows, args.param))
     stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps({"suite": args.suite, "method": args.method, "param": args.param,
-                                                     "fixed": parse_set_options(args.set), "rows": rows}, indent=1))
+    record = {"suite": args.suite, "method": args.method, "param": args.param, "fixed": parse_set_options(args.set),
+              "rows": rows, "provenance": collect(sys.argv)}
+    stem.with_suffix(".json").write_text(json.dumps(record, indent=1))
     plot(rows, args.method, args.param, args.suite, stem.with_suffix(".png"))
     print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.png')}")
     return 0
