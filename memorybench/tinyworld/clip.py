@@ -193,6 +193,6 @@ def train_tiny_clip(
         opt.step()
         sched.step()
         if log is not None and (step % 50 == 0 or step == steps - 1):
-            log({"phase": "clip", "step": step, "loss": float(loss)})
+            log({"phase": "clip", "step": step, "loss": float(loss.detach())})
     model.eval()
     return model

@@ -141,9 +141,9 @@ def train_vae(vae, data, cfg: TinyWorldConfig, device, log, progress: bool, ckpt
         opt.step()
         sched.step()
         if step % 50 == 0 or step == cfg.vae_steps - 1:
-            log({"phase": "vae", "step": step, "loss": float(loss), "l1": float(l1), "kl": float(kl)})
+            log({"phase": "vae", "step": step, **{k: float(v.detach()) for k, v in (("loss", loss), ("l1", l1), ("kl", kl))}})
             if progress:
-                it.set_postfix(l1=f"{float(l1):.4f}")
+                it.set_postfix(l1=f"{float(l1.detach()):.4f}")
         if ckpt is not None and (step + 1) % 500 == 0 and step + 1 < cfg.vae_steps:
             _atomic_torch_save(
                 {"model": vae.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": g.get_state(), "step": step + 1},
