@@ -173,3 +173,14 @@ def test_v_prediction_target_converts_back_to_the_noise():
         assert not torch.allclose(v, noise, atol=1e-2)  # the conversion is not the identity
     with pytest.raises(ValueError, match="prediction_type"):
         TinyWorldConfig(prediction_type="sample")
+
+
+def test_default_config_reproduces_the_shipped_world():
+    """`memorybench tinyworld train` uses TinyWorldConfig(): it must be the shipped recipe."""
+    from memorybench.tinyworld.model import TinyWorldConfig
+
+    man = json.loads((world_path() / "manifest.json").read_text())
+    assert TinyWorldConfig().to_dict() == man["config"]
+    assert man["config"]["prediction_type"] == "v_prediction"
+    sched = json.loads((world_path() / "pipeline" / "scheduler" / "scheduler_config.json").read_text())
+    assert sched["prediction_type"] == man["config"]["prediction_type"]

@@ -30,9 +30,13 @@ def test_shipped_world_copies_memorized_prompts_and_not_general_ones(tmp_path):
     result = run(_reduced_suite(tmp_path), "none", None,
                  RunOptions(cache_dir=str(tmp_path / "cache"), progress=False))
     s = result["summary"]
-    # The shipped world memorizes, though less than issue 3's bars ask (see its manifest):
-    # chance retrieval is 1/3024, and memorized prompts collapse across seeds.
-    assert s["retrieval_mem"] >= 0.4, s
-    assert s["sscd_mem"] >= 0.35, s
-    assert s["sscd_gen"] <= 0.5, s
-    assert s["diversity_mem"] > s["diversity_gen"] + 0.05, s
+    # Issue 3's bars where the shipped world meets them (full-suite figures in its manifest and
+    # the README; this reduced run has 4 seeds and 8 general prompts): every memorized generation
+    # retrieves its photo (chance 1/3024), per-generation SSCD separates the two sets, and
+    # memorized prompts collapse across seeds.
+    assert s["retrieval_mem"] >= 0.95, s
+    assert s["auroc_copy"] >= 0.95, s
+    assert s["diversity_mem"] >= 0.8, s
+    assert s["sscd_mem"] >= 0.6, s
+    assert s["sscd_gen"] <= 0.45, s
+    assert s["diversity_mem"] > s["diversity_gen"] + 0.2, s
