@@ -30,6 +30,9 @@ class WandaPruneConfig:
     subset_size: int = 0  # calibration prompts used to find the mask (0 = all the suite offers)
     seeds_per_prompt: int = 1
     batch_size: int = 16
+    # control experiment: zero as many weights in each row as the Wanda mask does, chosen at
+    # random, to tell the score's effect from the amount pruned
+    random_control: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.sparsity <= 1.0:
@@ -92,6 +95,13 @@ def wanda_masks(weights: dict[str, torch.Tensor], norms: dict[str, torch.Tensor]
     return masks
 
 
+def random_like_rows(mask: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A random (d_out, d_in) bool mask with the same number of True entries per row as ``mask``."""
+    counts = mask.sum(dim=1, keepdim=True)
+    ranks = torch.rand(mask.shape, generator=generator).argsort(dim=1).argsort(dim=1)
+    return ranks < counts
+
+
 def find_memorized_weights(pipe, prompts: list[str], settings, config: WandaPruneConfig, seed: int = 0):
     norms = collect_feature_norms(pipe, prompts, settings, min(config.timesteps, settings.steps),
                                   config.seeds_per_prompt, config.batch_size, seed)
@@ -117,9 +127,12 @@ class WandaPrune(Method):
             raise ConfigError("wanda-prune needs the suite's sampler settings")
         masks = find_memorized_weights(pipe, prompts, ctx.settings, self.config, ctx.seed)
         per_layer, per_step, total, pruned = {}, None, 0, 0
+        control_rng = torch.Generator().manual_seed(ctx.seed + 1)
         for name, lin in ffn_out_layers(pipe).items():
             m = masks[name]
             union = m.any(dim=0)
+            if self.config.random_control:
+                union = random_like_rows(union, control_rng)
             ctx.set_parameter(lin.weight, lin.weight * (~union).to(lin.weight.device, lin.weight.dtype))
             per_layer[name] = float(union.double().mean())
             step_density = m.double().mean(dim=(1, 2))
@@ -128,6 +141,7 @@ class WandaPrune(Method):
             pruned += int(union.sum())
         ctx.report.update({
             "prompts_used": len(prompts),
+            "random_control": self.config.random_control,
             "mask_density_total": pruned / total,
             "mask_density_per_layer": per_layer,
             "mask_density_per_timestep": [float(x) / len(per_layer) for x in per_step],

@@ -3,7 +3,7 @@
 import torch
 
 from memorybench import METHODS
-from memorybench.methods.wanda_prune import wanda_masks
+from memorybench.methods.wanda_prune import random_like_rows, wanda_masks
 from memorybench.validate import validate_method
 
 
@@ -29,4 +29,20 @@ def test_density_never_exceeds_sparsity_per_step():
 
 def test_wanda_prune_is_reversible_and_reports_density():
     report = validate_method(METHODS.get("wanda-prune"), {"sparsity": 0.05, "timesteps": 2})
+    assert report.ok, report.lines()
+
+
+def test_random_control_prunes_as_many_per_row_elsewhere():
+    g = torch.Generator().manual_seed(0)
+    mask = torch.rand(32, 200, generator=g) < torch.linspace(0.0, 0.5, 32)[:, None]  # 0-50% per row
+    control = random_like_rows(mask, torch.Generator().manual_seed(1))
+    assert torch.equal(control.sum(dim=1), mask.sum(dim=1))
+    overlap = (control & mask).sum().item() / mask.sum().item()
+    assert overlap < 0.5  # random positions, not the mask's (expected overlap ~ row density)
+    again = random_like_rows(mask, torch.Generator().manual_seed(1))
+    assert torch.equal(control, again)  # seeded
+
+
+def test_random_control_is_reversible():
+    report = validate_method(METHODS.get("wanda-prune"), {"sparsity": 0.05, "timesteps": 2, "random_control": True})
     assert report.ok, report.lines()
