@@ -275,9 +275,15 @@ def cmd_analyze_wanda_masks(args: argparse.Namespace) -> int:
 
 # -- tinyworld --------------------------------------------------------------------------
 def cmd_tinyworld_train(args: argparse.Namespace) -> int:
+    from .config import parse_set_options
+    from .tinyworld.model import TinyWorldConfig
     from .tinyworld.train import train_tinyworld
 
-    out = train_tinyworld(Path(args.out), progress=not args.no_progress)
+    # the defaults are the shipped recipe; --set changes single fields (recorded in the manifest)
+    config = TinyWorldConfig.from_dict({**TinyWorldConfig().to_dict(), **parse_set_options(args.set)})
+    if args.set:
+        print("recipe changes from the shipped world: " + ", ".join(args.set))
+    out = train_tinyworld(Path(args.out), config, progress=not args.no_progress)
     print(f"tiny world written to {out}")
     return 0
 
@@ -406,6 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     tw.required = True
     t = tw.add_parser("train", help="train the tiny world from scratch (CPU, under an hour)")
     t.add_argument("--out", required=True)
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="change one field of the recipe, e.g. unet_steps=3000 or prediction_type=epsilon (repeatable)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_tinyworld_train)
     return parser

@@ -43,11 +43,17 @@ def test_list_suites_and_metrics(capsys):
         (["run", "--suite", "smoke-v1", "--method", "none", "--model", "/nonexistent/sd15"],
          "model folder '/nonexistent/sd15' does not exist"),
         (["validate", "none", "--plugins", "/nonexistent/plugin.py"], "plugin file '/nonexistent/plugin.py' does not exist"),
+        (["tinyworld", "train", "--out", "OUT", "--set", "unet_stepz=1"],
+         "tiny-world config: unknown key 'unet_stepz'. Did you mean 'unet_steps'?"),
+        (["tinyworld", "train", "--out", "OUT", "--set", "prediction_type=sample"],
+         "prediction_type must be one of ('epsilon', 'v_prediction'), got 'sample'"),
     ],
 )
 def test_bad_input_gives_one_clear_line(capsys, argv, message, tmp_path):
+    argv = [str(tmp_path / "out") if a == "OUT" else a for a in argv]
     code, out, err = _cli(capsys, *argv, *(["--cache-dir", str(tmp_path)] if argv[0] == "run" else []))
     assert code == 2
+    assert not (tmp_path / "out").exists()  # nothing written for a refused command
     assert err.strip().count("\n") == 0 and err.startswith("error: ")
     assert message in err, err
 

@@ -149,6 +149,22 @@ def test_train_tinyworld_end_to_end_tiny(tmp_path):
     assert (out / "manifest.json").exists()
 
 
+@pytest.mark.slow
+def test_cli_train_applies_recipe_changes(tmp_path, capsys):
+    """`memorybench tinyworld train --set ...` trains the changed recipe and records it."""
+    from memorybench.cli import main
+    from memorybench.tinyworld.model import tiny_test_config
+
+    tiny = tiny_test_config().to_dict()
+    sets = [f"{k}={json.dumps(v)}" for k, v in tiny.items()] + ["prediction_type=epsilon"]
+    assert main(["tinyworld", "train", "--out", str(tmp_path / "w"), "--no-progress", *sum([["--set", s] for s in sets], [])]) == 0
+    man = json.loads((tmp_path / "w" / "manifest.json").read_text())
+    assert man["config"] == {**tiny, "prediction_type": "epsilon"}
+    sched = json.loads((tmp_path / "w" / "pipeline" / "scheduler" / "scheduler_config.json").read_text())
+    assert sched["prediction_type"] == "epsilon"
+    assert "recipe changes from the shipped world" in capsys.readouterr().out
+
+
 def test_v_prediction_target_converts_back_to_the_noise():
     """diffusion_target (training) and PipelineAdapter.to_epsilon (detectors, methods) agree:
     the v target of a known (x0, noise) pair maps back to exactly that noise."""
