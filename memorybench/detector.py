@@ -138,7 +138,8 @@ def early_trajectory(pipe: "PipelineAdapter", prompts: list[str], seeds: list[in
             out_g = out_u + settings.guidance * (out_c - out_u)
             nxt = scheduler.step(out_g, t, latents).prev_sample
             # detectors read noise predictions, whatever the UNet regresses
-            eps_u, eps_c, eps_g = (pipe.to_epsilon(o, latents, t, scheduler) for o in (out_u, out_c, out_g))
+            x_in = model_in[: latents.shape[0]]
+            eps_u, eps_c, eps_g = (pipe.to_epsilon(o, x_in, t, scheduler) for o in (out_u, out_c, out_g))
             t_next = int(timesteps[i + 1]) if i + 1 < len(timesteps) else -1
             yield StepRecord(
                 step=i, timestep=int(t), alpha_bar=float(alphas[int(t)]), latents=latents,

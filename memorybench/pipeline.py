@@ -238,15 +238,17 @@ class PipelineAdapter:
         """What the UNet outputs: "epsilon" (SD 1.x, the tiny world) or "v_prediction" (SD 2.x)."""
         return str(self._base_scheduler_config.get("prediction_type", "epsilon"))
 
-    def to_epsilon(self, output: torch.Tensor, latents: torch.Tensor, t, scheduler) -> torch.Tensor:
-        """The UNet's output at ``(latents, t)`` expressed as a noise prediction, so that
-        detectors and methods measure the same quantity whatever the model regresses."""
+    def to_epsilon(self, output: torch.Tensor, model_input: torch.Tensor, t, scheduler) -> torch.Tensor:
+        """The UNet's output expressed as a noise prediction, so that detectors and methods
+        measure the same quantity whatever the model regresses. ``model_input`` is what the
+        UNet was given (after ``scheduler.scale_model_input``: the variance-preserving x_t,
+        also for sigma-parametrised samplers such as Euler)."""
         kind = self.prediction_type
         if kind == "epsilon":
             return output
         a = scheduler.alphas_cumprod.to(output.device)[int(t)].to(output.dtype)
         if kind == "v_prediction":  # v = sqrt(a) eps - sqrt(1-a) x0  =>  eps = sqrt(a) v + sqrt(1-a) x_t
-            return a.sqrt() * output + (1 - a).sqrt() * latents
+            return a.sqrt() * output + (1 - a).sqrt() * model_input
         raise ConfigError(f"unsupported prediction_type '{kind}' in the scheduler config")
 
     @torch.no_grad()

@@ -68,7 +68,8 @@ def text_noise_norms(pipe, latents: torch.Tensor, cond: torch.Tensor, uncond: to
     out = pipe.unet(model_in, t, encoder_hidden_states=torch.cat([uncond, cond])).sample
     out_u, out_c = out.chunk(2)
     # the difference in noise-prediction units (the same latents under both halves)
-    diff = pipe.to_epsilon(out_c, latents, t, scheduler) - pipe.to_epsilon(out_u, latents, t, scheduler)
+    x_in = model_in[: latents.shape[0]]
+    diff = pipe.to_epsilon(out_c, x_in, t, scheduler) - pipe.to_epsilon(out_u, x_in, t, scheduler)
     return diff.float().flatten(1).norm(dim=1)
 
 

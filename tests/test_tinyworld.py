@@ -200,3 +200,30 @@ def test_default_config_reproduces_the_shipped_world():
     assert man["config"]["prediction_type"] == "v_prediction"
     sched = json.loads((world_path() / "pipeline" / "scheduler" / "scheduler_config.json").read_text())
     assert sched["prediction_type"] == man["config"]["prediction_type"]
+
+
+def test_to_epsilon_takes_the_scaled_model_input_of_sigma_samplers():
+    """Euler keeps x = x0 + sigma * noise; the UNet sees x / sqrt(sigma^2 + 1), which is the
+    variance-preserving x_t that the v -> epsilon conversion needs."""
+    import torch
+    from diffusers import EulerDiscreteScheduler
+
+    from memorybench.pipeline import PipelineAdapter
+    from memorybench.tinyworld.model import TinyWorldConfig, scheduler_config
+    from memorybench.tinyworld.train import diffusion_target
+
+    cfg = scheduler_config(TinyWorldConfig(prediction_type="v_prediction"))
+    for ddim_only in ("clip_sample", "clip_sample_range", "set_alpha_to_one"):
+        cfg.pop(ddim_only)
+    sched = EulerDiscreteScheduler(**cfg)
+    sched.set_timesteps(10)
+    pipe = PipelineAdapter.dummy(seed=0)
+    object.__setattr__(pipe, "_base_scheduler_config", dict(sched.config))
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    t = sched.timesteps[3]
+    sigma = sched.sigmas[3]
+    model_in = sched.scale_model_input(x0 + sigma * noise, t)
+    a = sched.alphas_cumprod[int(t)]
+    v = diffusion_target(x0, noise, a, "v_prediction")
+    torch.testing.assert_close(pipe.to_epsilon(v, model_in, t, sched), noise, rtol=1e-3, atol=1e-3)
