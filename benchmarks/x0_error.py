@@ -18,6 +18,7 @@ import argparse
 import numpy as np
 import torch
 
+from memorybench.detector import clean_estimate
 from memorybench.pipeline import PipelineAdapter
 from memorybench.tinyworld import load_world_data, world_path
 
@@ -25,11 +26,9 @@ TIMESTEPS = (20, 100, 300, 600, 850, 950, 999)
 
 
 @torch.no_grad()
-def clean_estimate(pipe: PipelineAdapter, x_t, t: int, text, scheduler):
+def predicted_clean(pipe: PipelineAdapter, x_t, t: int, text, scheduler):
     out = pipe.unet(x_t, t, encoder_hidden_states=text).sample
-    eps = pipe.to_epsilon(out, x_t, t, scheduler)
-    a = scheduler.alphas_cumprod[t]
-    return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+    return clean_estimate(x_t, pipe.to_epsilon(out, x_t, t, scheduler), scheduler.alphas_cumprod[t])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             a = scheduler.alphas_cumprod[t]
             noise = torch.randn(x0.shape, generator=g).to(x0)
             x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
-            c = clean_estimate(pipe, x_t, t, cond, scheduler)
-            u = clean_estimate(pipe, x_t, t, uncond, scheduler)
+            c = predicted_clean(pipe, x_t, t, cond, scheduler)
+            u = predicted_clean(pipe, x_t, t, uncond, scheduler)
             guided = u + args.guidance * (c - u)  # CFG is affine, so it acts on x0 estimates alike
             err = [((e - x0).flatten(1).norm(dim=1) / x0.flatten(1).norm(dim=1)).mean().item() for e in (c, guided)]
             print(f"{kind:8s} {t:4d}  {err[0]:8.3f}  {err[1]:8.3f}")

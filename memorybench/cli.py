@@ -280,7 +280,7 @@ def cmd_tinyworld_train(args: argparse.Namespace) -> int:
     from .tinyworld.train import train_tinyworld
 
     # the defaults are the shipped recipe; --set changes single fields (recorded in the manifest)
-    config = TinyWorldConfig.from_dict({**TinyWorldConfig().to_dict(), **parse_set_options(args.set)})
+    config = TinyWorldConfig.from_dict(parse_set_options(args.set))
     if args.set:
         print("recipe changes from the shipped world: " + ", ".join(args.set))
     out = train_tinyworld(Path(args.out), config, progress=not args.no_progress)

@@ -87,6 +87,11 @@ def check_detector_class(cls: Any) -> None:
 
 
 # -- shared machinery ---------------------------------------------------------------------
+def clean_estimate(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar) -> torch.Tensor:
+    """Tweedie's estimate of the clean latent: x0 = (x_t - sqrt(1 - a) eps) / sqrt(a)."""
+    return (x_t - (1 - alpha_bar) ** 0.5 * eps) / alpha_bar ** 0.5
+
+
 @dataclass
 class StepRecord:
     """One early denoising step of a (prompts x seeds) batch, rows prompt-major."""

@@ -165,19 +165,26 @@ def test_cli_train_applies_recipe_changes(tmp_path, capsys):
     assert "recipe changes from the shipped world" in capsys.readouterr().out
 
 
+def _pipe_with_scheduler(sched):
+    """The dummy pipeline, reporting ``sched``'s config (its prediction type) as its own."""
+    from memorybench.pipeline import PipelineAdapter
+
+    pipe = PipelineAdapter.dummy(seed=0)
+    object.__setattr__(pipe, "_base_scheduler_config", dict(sched.config))
+    return pipe
+
+
 def test_v_prediction_target_converts_back_to_the_noise():
     """diffusion_target (training) and PipelineAdapter.to_epsilon (detectors, methods) agree:
     the v target of a known (x0, noise) pair maps back to exactly that noise."""
     import torch
     from diffusers import DDIMScheduler
 
-    from memorybench.pipeline import PipelineAdapter
     from memorybench.tinyworld.model import TinyWorldConfig, scheduler_config
     from memorybench.tinyworld.train import diffusion_target
 
-    pipe = PipelineAdapter.dummy(seed=0)
     sched = DDIMScheduler(**scheduler_config(TinyWorldConfig(prediction_type="v_prediction")))
-    object.__setattr__(pipe, "_base_scheduler_config", dict(sched.config))
+    pipe = _pipe_with_scheduler(sched)
     assert pipe.prediction_type == "v_prediction"
     g = torch.Generator().manual_seed(0)
     x0, noise = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
@@ -208,7 +215,6 @@ def test_to_epsilon_takes_the_scaled_model_input_of_sigma_samplers():
     import torch
     from diffusers import EulerDiscreteScheduler
 
-    from memorybench.pipeline import PipelineAdapter
     from memorybench.tinyworld.model import TinyWorldConfig, scheduler_config
     from memorybench.tinyworld.train import diffusion_target
 
@@ -217,8 +223,7 @@ def test_to_epsilon_takes_the_scaled_model_input_of_sigma_samplers():
         cfg.pop(ddim_only)
     sched = EulerDiscreteScheduler(**cfg)
     sched.set_timesteps(10)
-    pipe = PipelineAdapter.dummy(seed=0)
-    object.__setattr__(pipe, "_base_scheduler_config", dict(sched.config))
+    pipe = _pipe_with_scheduler(sched)
     g = torch.Generator().manual_seed(0)
     x0, noise = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
     t = sched.timesteps[3]

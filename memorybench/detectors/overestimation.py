@@ -29,7 +29,7 @@ from typing import Literal
 
 import torch
 
-from memorybench.detector import DetectionScores, Detector, early_trajectory, per_prompt, seed_list
+from memorybench.detector import DetectionScores, Detector, clean_estimate, early_trajectory, per_prompt, seed_list
 from memorybench.registry import register_detector
 
 
@@ -74,8 +74,8 @@ class OverEstimation(Detector):
         for rec in early_trajectory(pipe, prompts, seed_list(cfg.seeds, cfg.seed_offset), settings, cfg.steps):
             a = rec.alpha_bar
             x_t = rec.latents.double()
-            x0_g = ((x_t - (1 - a) ** 0.5 * rec.eps_guided.double()) / a ** 0.5).flatten(1)
-            x0_u = ((x_t - (1 - a) ** 0.5 * rec.eps_uncond.double()) / a ** 0.5).flatten(1)
+            x0_g = clean_estimate(x_t, rec.eps_guided.double(), a).flatten(1)
+            x0_u = clean_estimate(x_t, rec.eps_uncond.double(), a).flatten(1)
             sums["collapse"] += pairwise_cosine(per_prompt(x0_g, n)).cpu()
             sums["overestimation"] += per_prompt((x0_g.norm(dim=1) / x0_u.norm(dim=1)).cpu(), n).mean(dim=1)
             rms = rec.next_latents.double().flatten(1).pow(2).mean(dim=1).sqrt()
