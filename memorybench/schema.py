@@ -20,6 +20,8 @@ METRIC_SCHEMA = {
         "higher_is_better": {"type": "boolean", "description": "Direction of improvement."},
         "implementation": {"type": "string", "description": "Code and model that computed it, e.g. sscd/onnx-disc_mixup/..."},
         "protocol": {"type": "object", "description": "Every choice that changes the number (preprocessing, aggregation, threshold)."},
+        "per_prompt": {"type": "object", "additionalProperties": _NUMBER,
+                       "description": "Optional: the value of each prompt the metric averages (prompt -> value)."},
     },
     "additionalProperties": False,
 }

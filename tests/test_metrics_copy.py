@@ -357,3 +357,23 @@ def test_copy_summary_from_embeddings_synthetic():
     assert out["retrieval_mem"].value == pytest.approx(6 / 12)
     assert out["sscd_mem"].value == pytest.approx((1 + 1 + np.max(mem[2] @ train[2])) / 3, abs=1e-5)
     assert "clip_mem" not in out and "tiled_l2_mem" not in out
+
+
+def test_copy_summary_per_prompt_breakdown():
+    """With prompt names, each per-prompt column says which prompt copies, and averages to its value."""
+    rng = np.random.default_rng(11)
+    train = _unit(rng, 40)
+    mem = [np.repeat(train[[0]], 4, 0), np.concatenate([np.repeat(train[[1]], 2, 0), _unit(rng, 2)]), _unit(rng, 4)]
+    gen = [_unit(rng, 3) for _ in range(4)]
+    names = ["copied", "half", "never"]
+    out = copy_summary_from_embeddings(mem, [0, 1, 2], gen, train, threshold=0.5,
+                                       mem_prompts=names, gen_prompts=[f"g{i}" for i in range(4)])
+    rate = out["copy_rate_mem"].per_prompt
+    assert rate == {"copied": 1.0, "half": 0.5, "never": 0.0}
+    assert out["sscd_mem"].per_prompt["copied"] == pytest.approx(1.0, abs=1e-5)
+    for col in ("sscd_mem", "retrieval_mem", "sscd_gen", "diversity_mem", "diversity_gen"):
+        assert np.mean(list(out[col].per_prompt.values())) == pytest.approx(out[col].value, abs=1e-6), col
+    assert out["auroc_copy"].per_prompt is None and "per_prompt" not in out["auroc_copy"].to_json()
+    assert set(out["sscd_gen"].to_json()["per_prompt"]) == {"g0", "g1", "g2", "g3"}
+    with pytest.raises(ValueError, match="prompt names"):
+        copy_summary_from_embeddings(mem, [0, 1, 2], gen, train, threshold=0.5, mem_prompts=names[:2])

