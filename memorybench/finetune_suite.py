@@ -56,7 +56,8 @@ def tinyworld_finetune_data(suite: Suite) -> SuiteData:
     from .tinyworld import load_world_data
 
     world = load_world_data()
-    ft = build_finetune_data(world.seed, protected_dup=int(suite.options.get("protected_dup", FINETUNE_DUP)))
+    ft = build_finetune_data(world.seed, protected_dup=int(suite.options.get("protected_dup", FINETUNE_DUP)),
+                             data_version=world.data_version)
     n_prot = len(ft.protected_captions)
     mem_spec, gen_spec = suite.prompt_set("memorized"), suite.prompt_set("general")
     ft_set = FinetuneSet(images=ft.images, captions=ft.captions, dup_counts=ft.dup_counts,

@@ -7,6 +7,10 @@ so that results stay comparable.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import warnings
+
 from .suite import Suite, SuiteData, register_data_loader, seeds_for
 
 
@@ -23,12 +27,17 @@ def tinyworld_data(suite: Suite) -> SuiteData:
     eval_mem = memorized[n_cal:][: mem_spec.limit]
     general = list(world.heldout_prompts)[: gen_spec.limit]
     source_index = {p: int(i) for p, i in zip(memorized, world.memorized_indices)}
-    import hashlib
-
     manifest = world_path() / "manifest.json"
     hashes = {"tinyworld_data": world.sha256()}
     if manifest.is_file():
         hashes["tinyworld_manifest"] = hashlib.sha256(manifest.read_bytes()).hexdigest()
+        trained_on = json.loads(manifest.read_text()).get("data_sha256")
+        if trained_on and trained_on != hashes["tinyworld_data"]:
+            # e.g. another Pillow or scikit-image resized the photos differently: the numbers
+            # still run but are not comparable with the shipped leaderboard
+            warnings.warn(f"the regenerated tiny-world data (sha256 {hashes['tinyworld_data'][:12]}) differ from the "
+                          f"data the shipped world was trained on ({trained_on[:12]}); check Pillow / scikit-image versions",
+                          stacklevel=2)
     return SuiteData(
         prompts={"memorized": eval_mem, "general": general},
         seeds={"memorized": seeds_for(mem_spec), "general": seeds_for(gen_spec)},

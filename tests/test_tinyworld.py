@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from memorybench.tinyworld import _generator_module, load_finetune_data, world_path
+from memorybench.tinyworld.model import TinyWorldConfig
 
 gen = _generator_module()
 
@@ -203,10 +204,39 @@ def test_default_config_reproduces_the_shipped_world():
     from memorybench.tinyworld.model import TinyWorldConfig
 
     man = json.loads((world_path() / "manifest.json").read_text())
-    assert TinyWorldConfig().to_dict() == man["config"]
+    # the shipped manifest predates data versions: every other field must be there and equal
+    assert set(TinyWorldConfig().to_dict()) - set(man["config"]) <= {"data_version"}
+    assert TinyWorldConfig.from_dict(man["config"]) == TinyWorldConfig()
     assert man["config"]["prediction_type"] == "v_prediction"
     sched = json.loads((world_path() / "pipeline" / "scheduler" / "scheduler_config.json").read_text())
     assert sched["prediction_type"] == man["config"]["prediction_type"]
+
+
+def test_regenerated_data_is_what_the_world_was_trained_on():
+    """The suite regenerates the training set from the seed: it must be byte-identical."""
+    from memorybench.tinyworld import load_world_data
+
+    man = json.loads((world_path() / "manifest.json").read_text())
+    assert load_world_data().sha256() == man["data_sha256"]
+
+
+def test_data_version_2_names_the_background_only_sometimes(small_world):
+    """Data v2: most captions leave the background unsaid (one caption, many scenes), muted colours."""
+    assert all("background" in c for c, k in zip(small_world.train_captions, small_world.train_kind) if k == "general")
+    v2 = gen.build_world_data(0, n_general=60, data_version=2)
+    assert v2.sha256() != small_world.sha256() and v2.memorized_prompts == small_world.memorized_prompts
+    general = [c for c, k in zip(v2.train_captions, v2.train_kind) if k == "general"]
+    assert 0.1 < np.mean(["background" in c for c in general]) < 0.6
+    assert not set(v2.heldout_prompts) & set(v2.train_captions)
+    scenes = [gen._sample_scene(np.random.default_rng(i), 1, data_version=2) for i in range(200)]
+    assert all(s.caption.endswith("background") == s.named for s in scenes)
+    assert {s.background for s in scenes if not s.named} == set(gen.BACKGROUND_COLORS)  # any colour when unsaid
+    spread = lambda v: np.ptp([gen.background_rgb(b, v).mean() for b in gen.BACKGROUND_COLORS])
+    assert spread(2) == pytest.approx(spread(1) / 2, abs=1)
+    with pytest.raises(ValueError, match="data_version"):
+        gen.build_world_data(0, n_general=10, data_version=3)
+    with pytest.raises(ValueError, match="data_version"):
+        TinyWorldConfig(data_version=3)
 
 
 def test_to_epsilon_takes_the_scaled_model_input_of_sigma_samplers():

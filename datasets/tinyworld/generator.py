@@ -8,9 +8,11 @@ Three kinds of training pairs, all 64x64 RGB uint8:
   duplicates (two rates: ``DUP_HIGH`` and ``DUP_LOW``). The crops were chosen once (see
   ``PHOTO_CROPS``) so that no two of them have SSCD similarity above 0.40 at 224 px.
 * ``general``: procedural images from a caption grammar ("a red star and a blue ring on a
-  green background"). Everything the caption does not say is random per image (position,
-  size, rotation, shade, a smooth-noise background texture, a lighting gradient), so one
-  caption has many different images and generations of it should differ.
+  green background"; with ``data_version=2`` only 30% of captions name the background).
+  Everything the caption does not say is random per image (position, size, rotation, shade,
+  a smooth-noise background texture, a lighting gradient, and the background colour when the
+  caption leaves it unsaid), so one caption has many different images and generations of it
+  should differ.
 * held-out general captions: grammar combinations never used in training (for the
   ``sscd_gen`` / ``diversity_gen`` / ``clip_gen`` side of the suite), each with one real image
   from the same generator for the real-pair CLIP score.
@@ -99,6 +101,21 @@ BACKGROUND_COLORS = {
     "yellow": (220, 200, 90),
     "black": (35, 35, 40),
 }
+# Data versions. v1 (the shipped world): every general caption names its background, in the
+# saturated colours above. v2 (an experiment, README "The tiny world"): 30% of captions name
+# it, as real captions describe the objects and leave most of the scene unsaid, and the
+# colours are muted half-way to gray, so a background word shifts the image less than a
+# memorized photo does (on v1, "... on a black background" moves the first-step noise
+# prediction as far as a memorized prompt, which no real caption does).
+DATA_VERSIONS = (1, 2)
+BACKGROUND_NAMED_P = {1: 1.0, 2: 0.3}
+BACKGROUND_MUTING = {1: 0.0, 2: 0.5}  # share of the way to gray
+
+
+def background_rgb(name: str, data_version: int = 1) -> np.ndarray:
+    rgb = np.array(BACKGROUND_COLORS[name], dtype=np.float32)
+    m = BACKGROUND_MUTING[data_version]
+    return rgb if m == 0 else ((1 - m) * rgb + m * 128.0).round()
 SHAPES = ("circle", "square", "triangle", "star", "ring", "cross")
 
 _SYLLABLES = (
@@ -122,11 +139,13 @@ class TinyWorldData:
     heldout_images: np.ndarray  # (H, 64, 64, 3) uint8, one real image per held-out caption
     dup_rates: tuple[int, ...] = (DUP_HIGH, DUP_LOW)
     photo_crops: tuple = ()  # PHOTO_CROPS entry of each memorized image
+    data_version: int = 1  # caption grammar and palette of the general images (DATA_VERSIONS)
 
     def sha256(self) -> str:
         """Hash of every array and caption: the dataset's identity."""
         h = hashlib.sha256()
-        h.update(f"tinyworld-v1|{self.seed}|{self.dup_rates}".encode())
+        tag = "tinyworld-v1" if self.data_version == 1 else f"tinyworld-data-v{self.data_version}"
+        h.update(f"{tag}|{self.seed}|{self.dup_rates}".encode())
         for arr in (self.train_images, self.train_dup_counts, self.memorized_indices, self.heldout_images):
             a = np.ascontiguousarray(arr)
             h.update(str((a.dtype.str, a.shape)).encode())
@@ -167,6 +186,7 @@ class FinetuneData:
     protected_dup: int
     general_images: np.ndarray  # (G, 64, 64, 3) uint8, fresh pairs from the grammar
     general_captions: list[str]
+    data_version: int = 1
 
     @property
     def images(self) -> np.ndarray:
@@ -181,7 +201,8 @@ class FinetuneData:
         return np.array([self.protected_dup] * len(self.protected_captions) + [1] * len(self.general_captions), dtype=np.int64)
 
     def sha256(self) -> str:
-        h = hashlib.sha256(f"finetune-dup-v1|{self.seed}|{self.protected_dup}".encode())
+        tag = "finetune-dup-v1" if self.data_version == 1 else f"finetune-dup-v1|data-v{self.data_version}"
+        h = hashlib.sha256(f"{tag}|{self.seed}|{self.protected_dup}".encode())
         for a in (self.protected_images, self.general_images):
             h.update(np.ascontiguousarray(a).tobytes())
         h.update("\x1e".join(self.captions).encode())
@@ -297,16 +318,18 @@ def _smooth_noise(rng: np.random.Generator, cells: int) -> np.ndarray:
     return rows[:, i0] * (1 - f)[None, :] + rows[:, i0 + 1] * f[None, :]
 
 
-def render_general(rng: np.random.Generator, objects: list[tuple[str, str]], background: str) -> np.ndarray:
+def render_general(rng: np.random.Generator, objects: list[tuple[str, str]], background: str,
+                   data_version: int = 1) -> np.ndarray:
     """One procedural image: ``objects`` as (colour, shape) on a cluttered ``background``.
 
     The background is the caption's colour under multi-scale noise, per-channel tint and
     20-35 random light/dark blobs, bars and lines. Without that clutter, SSCD scores any two
     flat-background images of this grammar at ~0.65 (a copy detector sees low-entropy images
-    as near-duplicates); with it, a real held-out image scores ~0.5 against its nearest
-    training image and two images of one caption ~0.38.
+    as near-duplicates); with it (default SSCD protocol), a real held-out image scores 0.60
+    against its nearest training image and two images of one held-out caption 0.44 (data
+    v2: 0.57 and 0.35).
     """
-    base = np.array(BACKGROUND_COLORS[background], dtype=np.float32)
+    base = background_rgb(background, data_version)
     tex = (
         0.5 * _smooth_noise(rng, int(rng.integers(2, 5)))
         + 0.3 * _smooth_noise(rng, int(rng.integers(6, 12)))
@@ -347,12 +370,25 @@ def render_general(rng: np.random.Generator, objects: list[tuple[str, str]], bac
     return np.clip(img, 0, 255).round().astype(np.uint8)
 
 
-def general_caption(objects: list[tuple[str, str]], background: str) -> str:
+@dataclasses.dataclass(frozen=True)
+class Scene:
+    """What a general image shows; ``caption`` says the objects and, if ``named``, the background."""
+
+    objects: tuple[tuple[str, str], ...]
+    background: str
+    named: bool
+
+    @property
+    def caption(self) -> str:
+        return general_caption(list(self.objects), self.background if self.named else None)
+
+
+def general_caption(objects: list[tuple[str, str]], background: str | None = None) -> str:
     parts = " and ".join(f"a {c} {s}" for c, s in objects)
-    return f"{parts} on a {background} background"
+    return parts if background is None else f"{parts} on a {background} background"
 
 
-def _sample_scene(rng: np.random.Generator, n_obj: int) -> tuple[list[tuple[str, str]], str]:
+def _sample_scene(rng: np.random.Generator, n_obj: int, data_version: int = 1) -> Scene:
     cols = list(OBJECT_COLORS)
     bgs = list(BACKGROUND_COLORS)
     bg = bgs[int(rng.integers(len(bgs)))]
@@ -363,46 +399,53 @@ def _sample_scene(rng: np.random.Generator, n_obj: int) -> tuple[list[tuple[str,
         if c == bg or (c, s) in objs:
             continue
         objs.append((c, s))
-    return objs, bg
+    p = BACKGROUND_NAMED_P[data_version]
+    # v1 draws no number here, so its data stay byte-identical to the shipped world's
+    return Scene(tuple(objs), bg, True if p >= 1.0 else bool(rng.random() < p))
 
 
-def _heldout_scenes(seed: int) -> list[tuple[list[tuple[str, str]], str]]:
+def _heldout_scenes(seed: int, data_version: int = 1) -> list[Scene]:
     rng = np.random.default_rng([seed, 101])
-    out: list[tuple[list[tuple[str, str]], str]] = []
+    out: list[Scene] = []
     seen: set[str] = set()
     while len(out) < N_HELDOUT:
         n_obj = 1 if len(out) < (2 * N_HELDOUT) // 3 else 2
-        objs, bg = _sample_scene(rng, n_obj)
-        cap = general_caption(objs, bg)
-        if cap not in seen:
-            seen.add(cap)
-            out.append((objs, bg))
+        scene = _sample_scene(rng, n_obj, data_version)
+        if scene.caption not in seen:
+            seen.add(scene.caption)
+            out.append(scene)
     return out
 
 
-def _general_pairs(rng: np.random.Generator, n: int, banned: set[str]) -> tuple[list[np.ndarray], list[str]]:
+def _general_pairs(rng: np.random.Generator, n: int, banned: set[str], data_version: int = 1) -> tuple[list[np.ndarray], list[str]]:
     imgs: list[np.ndarray] = []
     caps: list[str] = []
     while len(imgs) < n:
         n_obj = 1 if rng.random() < 0.5 else 2
-        objs, bg = _sample_scene(rng, n_obj)
-        cap = general_caption(objs, bg)
-        if cap in banned:
+        scene = _sample_scene(rng, n_obj, data_version)
+        if scene.caption in banned:
             continue
-        imgs.append(render_general(rng, objs, bg))
-        caps.append(cap)
+        imgs.append(render_general(rng, list(scene.objects), scene.background, data_version))
+        caps.append(scene.caption)
     return imgs, caps
 
 
 # ----------------------------------------------------------------------------- builders
 
 
-def build_world_data(seed: int = 0, n_general: int = N_GENERAL, dup_high: int = DUP_HIGH, dup_low: int = DUP_LOW) -> TinyWorldData:
+def _check_version(data_version: int) -> None:
+    if data_version not in DATA_VERSIONS:
+        raise ValueError(f"unknown tiny-world data_version {data_version}; known: {', '.join(map(str, DATA_VERSIONS))}")
+
+
+def build_world_data(seed: int = 0, n_general: int = N_GENERAL, dup_high: int = DUP_HIGH, dup_low: int = DUP_LOW,
+                     data_version: int = 1) -> TinyWorldData:
     """The tiny world's data for ``seed`` (deterministic: same seed, same ``sha256()``)."""
-    held = _heldout_scenes(seed)
-    heldout_prompts = [general_caption(o, b) for o, b in held]
+    _check_version(data_version)
+    held = _heldout_scenes(seed, data_version)
+    heldout_prompts = [s.caption for s in held]
     rng_h = np.random.default_rng([seed, 102])
-    heldout_images = np.stack([render_general(rng_h, o, b) for o, b in held])
+    heldout_images = np.stack([render_general(rng_h, list(s.objects), s.background, data_version) for s in held])
 
     mem_specs = PHOTO_CROPS[:N_MEMORIZED]
     mem_images = [photo_crop(s) for s in mem_specs]
@@ -413,7 +456,7 @@ def build_world_data(seed: int = 0, n_general: int = N_GENERAL, dup_high: int = 
     rates = rates[rng_m.permutation(N_MEMORIZED)]
 
     rng_g = np.random.default_rng([seed, 104])
-    gen_images, gen_captions = _general_pairs(rng_g, n_general, banned=set(heldout_prompts))
+    gen_images, gen_captions = _general_pairs(rng_g, n_general, banned=set(heldout_prompts), data_version=data_version)
 
     train_images = np.stack(mem_images + gen_images).astype(np.uint8)
     train_captions = mem_captions + gen_captions
@@ -431,17 +474,20 @@ def build_world_data(seed: int = 0, n_general: int = N_GENERAL, dup_high: int = 
         heldout_images=heldout_images,
         dup_rates=(int(dup_high), int(dup_low)),
         photo_crops=tuple(mem_specs),
+        data_version=data_version,
     )
 
 
-def build_finetune_data(seed: int = 0, protected_dup: int = FINETUNE_DUP, n_general: int = N_FINETUNE_GENERAL) -> FinetuneData:
+def build_finetune_data(seed: int = 0, protected_dup: int = FINETUNE_DUP, n_general: int = N_FINETUNE_GENERAL,
+                        data_version: int = 1) -> FinetuneData:
     """finetune-dup-v1 for ``seed``: protected photo crops duplicated plus fresh general pairs."""
+    _check_version(data_version)
     specs = PHOTO_CROPS[N_MEMORIZED:]
     prot = np.stack([photo_crop(s) for s in specs])
     caps = finetune_captions_vocab(seed)
-    held = {general_caption(o, b) for o, b in _heldout_scenes(seed)}
+    held = {s.caption for s in _heldout_scenes(seed, data_version)}
     rng = np.random.default_rng([seed, 105])
-    gi, gc = _general_pairs(rng, n_general, banned=held)
+    gi, gc = _general_pairs(rng, n_general, banned=held, data_version=data_version)
     return FinetuneData(
         seed=seed,
         protected_images=prot,
@@ -449,4 +495,5 @@ def build_finetune_data(seed: int = 0, protected_dup: int = FINETUNE_DUP, n_gene
         protected_dup=int(protected_dup),
         general_images=np.stack(gi),
         general_captions=gc,
+        data_version=data_version,
     )

@@ -30,6 +30,9 @@ class TinyWorldConfig:
     n_general: int = 3000
     dup_high: int = 300
     dup_low: int = 100
+    # general captions' grammar and palette (datasets/tinyworld/generator.py DATA_VERSIONS); a
+    # manifest without this field was trained on version 1
+    data_version: int = 1
     train_seed: int = 0
     # text encoder
     text_width: int = 128
@@ -72,15 +75,21 @@ class TinyWorldConfig:
     def __post_init__(self) -> None:
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
+        from . import _generator_module
+
+        known = _generator_module().DATA_VERSIONS
+        if self.data_version not in known:
+            raise ValueError(f"data_version must be one of {known}, got {self.data_version!r}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TinyWorldConfig":
         from ..config import config_from_dict
 
-        return config_from_dict(cls, d, owner="tiny-world config")
+        return config_from_dict(cls, {"data_version": 1, **d}, owner="tiny-world config")
 
     def data_kwargs(self) -> dict[str, int]:
-        return {"n_general": self.n_general, "dup_high": self.dup_high, "dup_low": self.dup_low}
+        return {"n_general": self.n_general, "dup_high": self.dup_high, "dup_low": self.dup_low,
+                "data_version": self.data_version}
 
 
 def tiny_test_config() -> TinyWorldConfig:
