@@ -116,6 +116,8 @@ def background_rgb(name: str, data_version: int = 1) -> np.ndarray:
     rgb = np.array(BACKGROUND_COLORS[name], dtype=np.float32)
     m = BACKGROUND_MUTING[data_version]
     return rgb if m == 0 else ((1 - m) * rgb + m * 128.0).round()
+
+
 SHAPES = ("circle", "square", "triangle", "star", "ring", "cross")
 
 _SYLLABLES = (
