@@ -219,3 +219,19 @@ def test_thumbnail_grid_shows_the_memorized_generations(runs):
     # each cell differs (distinct seeds and prompts), so the grid is not blank
     cells = [grid[r * px:(r + 1) * px, c * px:(c + 1) * px] for r in range(3) for c in range(3)]
     assert len({cell.tobytes() for cell in cells}) == 9
+
+
+@pytest.mark.parametrize("board_name", ["tinyworld-v1", "finetune-dup-v1"])
+def test_shipped_leaderboards_match_the_current_suites_and_defaults(board_name):
+    """The shipped boards must be what `scripts/main.sh` reproduces: current suite, default configs."""
+    from pathlib import Path
+
+    from memorybench.registry import METHODS
+
+    board = load_leaderboard(Path(__file__).parent.parent / "leaderboards" / f"{board_name}.json")
+    suite = load_suite(board["suite"]["name"])
+    assert (board["suite"]["version"], board["suite"]["sha256"]) == (suite.version, suite.sha256())
+    assert board["entries"]
+    for e in board["entries"]:
+        default = METHODS.get(e["method"])()
+        assert e["config_sha256"] == default.config_sha256(), f"{e['method']}: not at its current default config"
