@@ -210,6 +210,41 @@ def _plot(entries: list[dict[str, Any]], labels: list[str], out: Path) -> str:
             'per method with 95% confidence intervals">')
 
 
+PER_PROMPT_COLUMN = "sscd_mem"
+
+
+def _per_prompt_table(entries: list[dict[str, Any]], labels: list[str], column: str = PER_PROMPT_COLUMN) -> str:
+    """Prompts x entries: each prompt's value of ``column``, shaded, so the prompts a method
+    leaves copied stand out. Entries published without per-prompt values are named below it."""
+    shown = [(e, lab, e["result"]["metrics"].get(column, {}).get("per_prompt")) for e, lab in zip(entries, labels)]
+    with_values = [(e, lab, per) for e, lab, per in shown if per]
+    if not with_values:
+        return ""
+    prompts = list(dict.fromkeys(p for _, _, per in with_values for p in per))
+    values = [v for _, _, per in with_values for v in per.values()]
+    lo, hi = min(values), max(values)
+    heads = "".join(f'<th scope="col"><a href="#{_anchor(e)}-row">{_esc(lab)}</a></th>' for e, lab, _ in with_values)
+    rows = []
+    for prompt in prompts:
+        cells = []
+        for _, _, per in with_values:
+            v = per.get(prompt)
+            if v is None:
+                cells.append('<td class="none">-</td>')
+                continue
+            # white (lowest value on the page) to orange (highest): where copies remain
+            a = 0.0 if hi == lo else (v - lo) / (hi - lo)
+            cells.append(f'<td data-value="{v!r}" style="background: rgba(230, 120, 30, {0.75 * a:.2f})">{_fmt(v)}</td>')
+        rows.append(f'<tr><th scope="row">{_esc(prompt)}</th>{"".join(cells)}</tr>')
+    missing = [lab for _, lab, per in shown if not per]
+    note = (f'<p class="legend">Published without per-prompt values (re-run to add them): {_esc(", ".join(missing))}.</p>'
+            if missing else "")
+    return (f'<h2>Per memorized prompt: {_esc(column)}</h2><p class="legend">Each prompt\'s value '
+            f'(darker = higher; {_esc(column)} {"higher" if _direction(entries, column) else "lower"} is better).</p>'
+            f'<div class="scroll"><table id="per-prompt"><thead><tr><th scope="col">prompt</th>{heads}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>{note}')
+
+
 def _layout(thumbs: dict[str, Any]) -> tuple[str, ...]:
     return (thumbs["prompt_set"], *thumbs["prompts"], "|", *map(str, thumbs["seeds"]), str(thumbs["source_column"]))
 
@@ -302,6 +337,7 @@ with the method divided by seconds per image with no mitigation, timed on the sa
 {_plot(entries, labels, out)}
 <h2>Memorized prompts: generations beside the training image</h2>
 {_grids(leaderboard_path, entries, labels, out)}
+{_per_prompt_table(entries, labels)}
 <script>{_JS}</script>
 </body>
 </html>

@@ -235,3 +235,21 @@ def test_shipped_leaderboards_match_the_current_suites_and_defaults(board_name):
     for e in board["entries"]:
         default = METHODS.get(e["method"])()
         assert e["config_sha256"] == default.config_sha256(), f"{e['method']}: not at its current default config"
+
+
+def test_report_per_prompt_table_shows_each_prompts_value():
+    from memorybench.report import _per_prompt_table
+
+    def entry(method, per):
+        metric = {"higher_is_better": False, **({"per_prompt": per} if per is not None else {})}
+        return {"method": method, "config_sha256": "ab" * 32, "result": {"metrics": {"sscd_mem": metric}}}
+
+    entries = [entry("none", {"p <1>": 0.9, "p2": 0.5}), entry("wanda-prune", {"p <1>": 0.3}), entry("old", None)]
+    html_text = _per_prompt_table(entries, ["none", "wanda-prune", "old"])
+    rows = re.findall(r'<tr><th scope="row">(.*?)</th>(.*?)</tr>', html_text)
+    assert [r[0] for r in rows] == ["p &lt;1&gt;", "p2"]  # escaped, in first-seen order
+    assert re.findall(r'data-value="([^"]+)"', rows[0][1]) == ["0.9", "0.3"]
+    assert '<td class="none">-</td>' in rows[1][1]  # wanda-prune has no value for p2
+    assert "rgba(230, 120, 30, 0.75)" in rows[0][1] and "rgba(230, 120, 30, 0.00)" in rows[0][1]  # max, min
+    assert "re-run to add them): old." in html_text
+    assert _per_prompt_table([entry("none", None)], ["none"]) == ""
