@@ -30,8 +30,9 @@ def tinyworld_data(suite: Suite) -> SuiteData:
     manifest = world_path() / "manifest.json"
     hashes = {"tinyworld_data": world.sha256()}
     if manifest.is_file():
-        hashes["tinyworld_manifest"] = hashlib.sha256(manifest.read_bytes()).hexdigest()
-        trained_on = json.loads(manifest.read_text()).get("data_sha256")
+        raw = manifest.read_bytes()
+        hashes["tinyworld_manifest"] = hashlib.sha256(raw).hexdigest()
+        trained_on = json.loads(raw).get("data_sha256")
         if trained_on and trained_on != hashes["tinyworld_data"]:
             # e.g. another Pillow or scikit-image resized the photos differently: the numbers
             # still run but are not comparable with the shipped leaderboard

@@ -435,7 +435,7 @@ def _general_pairs(rng: np.random.Generator, n: int, banned: set[str], data_vers
 # ----------------------------------------------------------------------------- builders
 
 
-def _check_version(data_version: int) -> None:
+def check_data_version(data_version: int) -> None:
     if data_version not in DATA_VERSIONS:
         raise ValueError(f"unknown tiny-world data_version {data_version}; known: {', '.join(map(str, DATA_VERSIONS))}")
 
@@ -443,7 +443,7 @@ def _check_version(data_version: int) -> None:
 def build_world_data(seed: int = 0, n_general: int = N_GENERAL, dup_high: int = DUP_HIGH, dup_low: int = DUP_LOW,
                      data_version: int = 1) -> TinyWorldData:
     """The tiny world's data for ``seed`` (deterministic: same seed, same ``sha256()``)."""
-    _check_version(data_version)
+    check_data_version(data_version)
     held = _heldout_scenes(seed, data_version)
     heldout_prompts = [s.caption for s in held]
     rng_h = np.random.default_rng([seed, 102])
@@ -483,7 +483,7 @@ def build_world_data(seed: int = 0, n_general: int = N_GENERAL, dup_high: int = 
 def build_finetune_data(seed: int = 0, protected_dup: int = FINETUNE_DUP, n_general: int = N_FINETUNE_GENERAL,
                         data_version: int = 1) -> FinetuneData:
     """finetune-dup-v1 for ``seed``: protected photo crops duplicated plus fresh general pairs."""
-    _check_version(data_version)
+    check_data_version(data_version)
     specs = PHOTO_CROPS[N_MEMORIZED:]
     prot = np.stack([photo_crop(s) for s in specs])
     caps = finetune_captions_vocab(seed)

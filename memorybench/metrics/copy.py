@@ -213,8 +213,8 @@ def copy_summary_from_embeddings(
     per: dict[str, np.ndarray] = {}  # column -> value of each memorized or general prompt
     n_mem, n_gen = len(mem), len(gen)
 
-    per_prompt_max_src = per["sscd_mem"] = np.array([s.max() for s in _split(src_sim, mem_sizes)])
-    out["sscd_mem"] = _mv(mean_with_ci(per_prompt_max_src, **kw), n_mem, False, implementation,
+    per["sscd_mem"] = np.array([s.max() for s in _split(src_sim, mem_sizes)])
+    out["sscd_mem"] = _mv(mean_with_ci(per["sscd_mem"], **kw), n_mem, False, implementation,
                           {**base, "aggregation": "mean over prompts of max over seeds of SSCD to source"})
 
     hits = np.array([(s > threshold).sum() for s in _split(src_sim, mem_sizes)], dtype=np.float64)
@@ -230,8 +230,8 @@ def copy_summary_from_embeddings(
                                {**base, "aggregation": "share of generations whose nearest training image is the source",
                                 "n_train": int(train.shape[0])})
 
-    per_prompt_max_gen = per["sscd_gen"] = np.array([s.max() for s in _split(gen_nn_sim, gen_sizes)])
-    out["sscd_gen"] = _mv(mean_with_ci(per_prompt_max_gen, **kw), n_gen, False, impl_nn,
+    per["sscd_gen"] = np.array([s.max() for s in _split(gen_nn_sim, gen_sizes)])
+    out["sscd_gen"] = _mv(mean_with_ci(per["sscd_gen"], **kw), n_gen, False, impl_nn,
                           {**base, "aggregation": "mean over prompts of max over seeds of SSCD to nearest training image",
                            "n_train": int(train.shape[0])})
 

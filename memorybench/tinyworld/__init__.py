@@ -35,7 +35,9 @@ def _shipped_config() -> dict:
     import json
 
     man = world_path() / "manifest.json"
-    return json.loads(man.read_text())["config"] if man.exists() else {}
+    cfg = json.loads(man.read_text())["config"] if man.exists() else {}
+    # a manifest written before data versions existed was trained on version 1
+    return {"data_version": 1, **cfg}
 
 
 def load_world_data(seed: int | None = None, n_general: int | None = None, dup_high: int | None = None,
@@ -47,14 +49,13 @@ def load_world_data(seed: int | None = None, n_general: int | None = None, dup_h
     n_general = cfg.get("n_general", gen.N_GENERAL) if n_general is None else n_general
     dup_high = cfg.get("dup_high", gen.DUP_HIGH) if dup_high is None else dup_high
     dup_low = cfg.get("dup_low", gen.DUP_LOW) if dup_low is None else dup_low
-    # a manifest written before data versions existed was trained on version 1
-    data_version = cfg.get("data_version", 1) if data_version is None else data_version
+    data_version = cfg["data_version"] if data_version is None else data_version
     return _cached_world_data(int(seed), int(n_general), int(dup_high), int(dup_low), int(data_version))
 
 
 def load_finetune_data(seed: int = 0, data_version: int | None = None):
     """finetune-dup-v1: protected images duplicated + general pairs (base model = the world)."""
-    data_version = _shipped_config().get("data_version", 1) if data_version is None else data_version
+    data_version = _shipped_config()["data_version"] if data_version is None else data_version
     return _generator_module().build_finetune_data(seed, data_version=int(data_version))
 
 

@@ -77,9 +77,7 @@ class TinyWorldConfig:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
         from . import _generator_module
 
-        known = _generator_module().DATA_VERSIONS
-        if self.data_version not in known:
-            raise ValueError(f"data_version must be one of {known}, got {self.data_version!r}")
+        _generator_module().check_data_version(self.data_version)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TinyWorldConfig":
