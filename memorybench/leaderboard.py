@@ -252,6 +252,22 @@ def merge(board: dict[str, Any], result: dict[str, Any]) -> str:
     return f"{label}: older than the published run of {_created(entry['result'])}, kept in history only"
 
 
+def _weights(result: dict[str, Any]) -> str | None:
+    return result.get("model", {}).get("weights_sha256")
+
+
+def _other_weights(board: dict[str, Any], checked: list[tuple[str, dict[str, Any], bytes | None]]) -> list[Rejected]:
+    """One board ranks methods on one model: a suite names its model (``tinyworld``), but the
+    weights behind that name change when a new world ships, and numbers from two worlds are
+    not comparable. The board's weights are those of its entries, else of the first result."""
+    reference = _weights(board["entries"][0]["result"]) if board["entries"] else _weights(checked[0][1]) if checked else None
+    where = "this leaderboard's entries" if board["entries"] else "the first result published with it"
+    return [Rejected(source, f"result was made with model weights sha256 {str(_weights(result))[:12]}, {where} with "
+                             f"{str(reference)[:12]}: results on other weights are not comparable (re-publish every "
+                             "method on the new weights into a new leaderboard file)")
+            for source, result, _ in checked if _weights(result) != reference]
+
+
 def publish(result_paths: list[str | Path], leaderboard_path: str | Path,
             suite_name: str | None = None) -> PublishReport:
     """Check every result, then merge them all into the leaderboard (or nothing, on any rejection)."""
@@ -269,6 +285,8 @@ def publish(result_paths: list[str | Path], leaderboard_path: str | Path,
             checked.append((str(path), result, grid))
         except Rejected as exc:
             rejections.append(exc)
+    if not rejections:
+        rejections = _other_weights(board, checked)
     if rejections:
         if len(rejections) == 1:
             raise rejections[0]

@@ -119,6 +119,23 @@ def test_one_rejection_publishes_nothing_and_a_changed_grid_is_caught(runs, tmp_
         publish([copied], board_path)
 
 
+def test_results_on_other_model_weights_are_rejected(runs, tmp_path):
+    """Same suite, other weights (e.g. a newly shipped world): not comparable with the board."""
+    board_path = tmp_path / "smoke-v1.json"
+    other_model = lambda r: r["model"].update(weights_sha256="ab" * 32)  # noqa: E731
+    retrained = _write_variant(tmp_path, runs["wanda"], other_model, name="retrained.json")
+    publish([runs["first"]], board_path)
+    before = board_path.read_bytes()
+    with pytest.raises(Rejected, match=r"retrained\.json: result was made with model weights sha256 abababababab, "
+                                       r"this leaderboard's entries with [0-9a-f]{12}"):
+        publish([runs["wanda"], retrained], board_path)
+    assert board_path.read_bytes() == before
+    # a new board takes its weights from the first result, and one batch cannot mix two models
+    with pytest.raises(Rejected, match="the first result published with it"):
+        publish([runs["second"], retrained], tmp_path / "new" / "smoke-v1.json")
+    assert publish([retrained], tmp_path / "fresh" / "smoke-v1.json").outcomes[0][1].endswith("new entry")
+
+
 def test_result_for_another_suite_is_rejected(runs, tmp_path):
     with pytest.raises(Rejected, match="result is for suite 'smoke-v1', this leaderboard is for 'tinyworld-v1'"):
         publish([runs["first"]], tmp_path / "board.json", suite_name="tinyworld-v1")
@@ -232,7 +249,12 @@ def test_shipped_leaderboards_match_the_current_suites_and_defaults(board_name):
     suite = load_suite(board["suite"]["name"])
     assert (board["suite"]["version"], board["suite"]["sha256"]) == (suite.version, suite.sha256())
     assert board["entries"]
+    from memorybench.pipeline import folder_weights_sha256
+    from memorybench.tinyworld import world_path
+
+    shipped_weights = folder_weights_sha256(world_path() / "pipeline")
     for e in board["entries"]:
+        assert e["result"]["model"]["weights_sha256"] == shipped_weights, f"{e['method']}: made on other world weights"
         default = METHODS.get(e["method"])()
         assert e["config_sha256"] == default.config_sha256(), f"{e['method']}: not at its current default config"
 

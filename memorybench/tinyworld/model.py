@@ -42,7 +42,7 @@ class TinyWorldConfig:
     # VAE (64 -> 16)
     vae_channels: tuple[int, ...] = (16, 32, 64)
     latent_channels: int = 16
-    vae_steps: int = 2000
+    vae_steps: int = 4000
     vae_batch: int = 16
     vae_lr: float = 1e-3
     vae_kl: float = 1e-6
