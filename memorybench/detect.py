@@ -109,6 +109,7 @@ def run_detection(suite: Suite, detector_name: str, settings: dict[str, Any] | N
 
     options = options or DetectOptions()
     wall0 = time.perf_counter()
+    provenance.memorybench_commit()  # the source state now, before anything can change it
     detector = DETECTORS.get(detector_name).from_settings(settings or {})
     if options.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {options.batch_size}")

@@ -8,6 +8,7 @@ import platform
 import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, distribution, version
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,13 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+@lru_cache(maxsize=1)
 def memorybench_commit() -> dict[str, Any]:
     """Commit of the installed memorybench: from pip's direct_url.json (VCS installs) or,
-    for editable/source installs, from git in the source folder."""
+    for editable/source installs, from git in the source folder.
+
+    Read once per process (``run`` and ``detect`` read it when they start): the code that
+    made a number is the code this process imported, not a commit made while it ran."""
     info: dict[str, Any] = {"commit": None, "dirty": None}
     try:
         dist = distribution("memorybench")
@@ -80,7 +85,7 @@ def collect(command: list[str] | None = None) -> dict[str, Any]:
 
     return {
         "memorybench_version": __version__,
-        **{f"memorybench_{k}": v for k, v in memorybench_commit().items()},
+        **{f"memorybench_{k}": v for k, v in dict(memorybench_commit()).items()},
         "packages": package_versions(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),

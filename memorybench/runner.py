@@ -179,6 +179,7 @@ def run(suite: Suite, method_name: str, settings: dict[str, Any] | None = None,
     """Run one method on one suite; returns the result (None on non-main shards)."""
     options = options or RunOptions()
     wall0 = time.perf_counter()
+    provenance.memorybench_commit()  # the source state now, before anything can change it
     method_cls = METHODS.get(method_name)
     method = method_cls.from_settings(settings or {})
     metric_objs = [METRICS.get(name)() for name in suite.metrics]  # fail fast on unknown names

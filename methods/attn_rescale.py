@@ -23,10 +23,11 @@ attention sink (large positive logit, most of the attention mass), so c1 > 1 mov
 attention from the trigger tokens to BOS. In the tiny world (measured on the earlier
 epsilon-prediction world) BOS takes 0.5-9% of the cross-attention, its logit is negative in
 the down and mid blocks (where c1 > 1 lowers it), and the padding tokens are the sink
-(45-90%). Measured on tinyworld-v1 (``benchmarks/tradeoff_sweep.py``; none: sscd_mem 0.689,
-clip_gen 0.821): c1 = 1.1 / 1.25 / 2 / 4 give sscd_mem -4.3 / -4.7 / -7.0 / -15.4% and
-clip_gen -16.4 / -16.3 / -15.9 / -19.1%; the CLIP loss is the same at every c1, so it comes
-from the padding mask. The issue 5 bar (-30% with CLIP within 10%) is not met.
+(45-90%). Measured on tinyworld-v1 (``benchmarks/tradeoff_sweep.py``; none: sscd_mem 0.755,
+clip_gen 0.829): c1 = 1.1 / 1.25 / 2 / 4 give sscd_mem -2.8 / -2.4 / -3.7 / -6.9% and
+clip_gen -26.6 / -26.3 / -25.0 / -24.2%; the CLIP loss is the same at every c1, so it comes
+from the padding mask. Without the mask (``mask_padding=false``) c1 = 1.25 / 2 / 4 give
+sscd_mem +0.0 / +0.7 / -2.6% and clip_gen within 0.2%: BOS rescaling alone does nothing here. The issue 5 bar (-30% with CLIP within 10%) is not met.
 """
 
 from __future__ import annotations

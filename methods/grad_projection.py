@@ -25,8 +25,8 @@ Energy: the paper's value is not in the sources available here; DESIGN suggests
 energy (shared caption tokens and image statistics dominate), so thresholds below 0.99 leave
 them free. Measured on finetune-dup-v1 (``benchmarks/tradeoff_sweep.py --suite
 finetune-dup-v1``; SSCD to the protected photos / CLIP on held-out prompts, change against
-the unprojected fine-tune): energy 0.995 -12.6% / -0.6%, 0.999 -32.9% / -2.7%, 0.9999
--72.1% / -3.7%. 0.999, the lowest energy that meets "30% less copying with CLIP within 10%",
+the unprojected fine-tune): energy 0.995 -19.2% / -2.0%, 0.999 -59.3% / -2.6%, 0.9999
+-82.1% / -1.8%. 0.999, the lowest energy that meets "30% less copying with CLIP within 10%",
 is the default. (On the earlier epsilon-prediction world 0.995 already gave -50%; the
 v-prediction world spreads what it learns of a photo over more input directions.)
 """

@@ -19,11 +19,12 @@ The target only works where it sits relative to the model's own non-memorized
 magnitudes, so it does not carry over between models by latent size alone. Wen's rule is
 to stop once a prompt looks non-memorized; the tiny-world default applies that rule to the
 tiny world: ``target_rms = 0.05``, the median first-step text-noise RMS of 64 training
-general captions (0.0526; quartiles 0.038-0.060; the memorized evaluation prompts range
-0.030-0.095). Wen's scaled 0.0117 sits below every prompt of this world, so every image,
+general captions (0.048 on the shipped world; quartiles 0.037-0.061; the memorized evaluation
+prompts range 0.033-0.107). Wen's scaled 0.0117 sits below every prompt of this world, so every image,
 general ones included, is optimised for all 10 iterations. Measured on tinyworld-v1
 (``benchmarks/tradeoff_sweep.py``; sscd_mem / clip_gen change against none): target_rms
-0.014 -55% / -53%, 0.03 -34% / -20%, 0.045 -21% / -4%, 0.06 -15% / 0%, 0.075 -3% / 0%.
+0.014 -59% / -58%, 0.03 -38% / -23%, 0.045 -24% / -5%, 0.06 -15% / -1%, 0.075 -5% / 0%;
+the default 0.05 gives -22% / -2%.
 Set ``target_rms = 0.01171875`` (``WEN_TARGET_RMS``) for Wen's own value.
 
 Faithful to the public code (YuxinWenRick/diffusion_memorization ``aug_prompt``): the loss

@@ -105,3 +105,29 @@ def test_two_accelerate_processes_share_the_work_and_agree(tmp_path, cache_dir):
     lines = (cache_dir / "manifest.jsonl").read_text().splitlines()
     assert len(lines) == 15  # each image generated once, by one of the two shards
     assert sharded["summary"] == pytest.approx(single["summary"], abs=1e-6)
+
+
+def test_provenance_commit_is_the_source_state_when_the_run_started(monkeypatch):
+    """A commit made while a long run is going must not be credited to that run's results."""
+    import subprocess
+
+    from memorybench import provenance
+
+    provenance.memorybench_commit.cache_clear()
+    monkeypatch.setattr(provenance, "distribution", lambda name: (_ for _ in ()).throw(provenance.PackageNotFoundError()))
+
+    def fake_git(commit, dirty):
+        def fake(args, **kwargs):
+            out = commit if "rev-parse" in args else (" M methods/x.py\n" if dirty else "")
+            return subprocess.CompletedProcess(args, 0, stdout=out, stderr="")
+        return fake
+
+    monkeypatch.setattr(provenance.subprocess, "run", fake_git("a" * 40, True))
+    at_start = provenance.collect(["memorybench", "run"])  # what `run` reads when it starts
+    monkeypatch.setattr(provenance.subprocess, "run", fake_git("b" * 40, False))  # committed mid-run
+    at_write = provenance.collect(["memorybench", "run"])
+    assert (at_write["memorybench_commit"], at_write["memorybench_dirty"]) == ("a" * 40, True)
+    assert at_start["memorybench_commit"] == at_write["memorybench_commit"]
+    provenance.memorybench_commit.cache_clear()  # a new process sees the new commit
+    assert provenance.collect()["memorybench_commit"] == "b" * 40
+    provenance.memorybench_commit.cache_clear()
