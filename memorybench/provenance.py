@@ -28,6 +28,18 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+# What makes the numbers: the code, the shipped world's weights and the build file. Result
+# files (leaderboards, benchmark records) changing beside a run do not make it "dirty".
+SOURCE_PATHSPECS = ("memorybench", "methods", "datasets", ":(glob)benchmarks/*.py", "pyproject.toml")
+
+
+def source_dirty(src: Path) -> bool:
+    """Whether the git checkout at ``src`` has uncommitted changes to tracked source files."""
+    status = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no", "--",
+                             *SOURCE_PATHSPECS], capture_output=True, text=True, timeout=10, check=True).stdout
+    return bool(status.strip())
+
+
 @lru_cache(maxsize=1)
 def memorybench_commit() -> dict[str, Any]:
     """Commit of the installed memorybench: from pip's direct_url.json (VCS installs) or,
@@ -50,9 +62,7 @@ def memorybench_commit() -> dict[str, Any]:
     try:
         commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=10, check=True).stdout
-        info = {"commit": commit, "dirty": bool(status.strip())}
+        info = {"commit": commit, "dirty": source_dirty(src)}
     except (OSError, subprocess.SubprocessError):
         pass
     return info

@@ -131,3 +131,29 @@ def test_provenance_commit_is_the_source_state_when_the_run_started(monkeypatch)
     provenance.memorybench_commit.cache_clear()  # a new process sees the new commit
     assert provenance.collect()["memorybench_commit"] == "b" * 40
     provenance.memorybench_commit.cache_clear()
+
+
+def test_dirty_means_uncommitted_source_not_result_files(tmp_path):
+    import subprocess
+
+    from memorybench.provenance import source_dirty
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "memorybench").mkdir()
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "memorybench" / "core.py").write_text("x = 1\n")
+    (tmp_path / "benchmarks" / "results" / "sweep.json").write_text("{}\n")
+    (tmp_path / "benchmarks" / "bench.py").write_text("y = 1\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    assert not source_dirty(tmp_path)
+    (tmp_path / "benchmarks" / "results" / "sweep.json").write_text('{"rows": []}\n')  # a run's own output
+    assert not source_dirty(tmp_path)
+    (tmp_path / "benchmarks" / "bench.py").write_text("y = 2\n")
+    assert source_dirty(tmp_path)
+    git("checkout", "--", "benchmarks/bench.py")
+    (tmp_path / "memorybench" / "core.py").write_text("x = 2\n")
+    assert source_dirty(tmp_path)
