@@ -20,7 +20,7 @@ from memorybench.suite import load_suite
 
 N_PROMPTS = 4  # per class: keeps the file fast; the full figures come from `memorybench detect`
 # Deterministic (fixed seeds); below each detector's full-set figure in the README.
-MIN_AUROC = {"wen-magnitude": 0.75, "ren-entropy": 0.75, "overestimation": 0.9}
+MIN_AUROC = {"wen-magnitude": 0.7, "ren-entropy": 0.75, "overestimation": 0.85}
 
 
 @pytest.fixture(scope="module")
