@@ -260,8 +260,12 @@ def _other_weights(board: dict[str, Any], checked: list[tuple[str, dict[str, Any
     """One board ranks methods on one model: a suite names its model (``tinyworld``), but the
     weights behind that name change when a new world ships, and numbers from two worlds are
     not comparable. The board's weights are those of its entries, else of the first result."""
-    reference = _weights(board["entries"][0]["result"]) if board["entries"] else _weights(checked[0][1]) if checked else None
-    where = "this leaderboard's entries" if board["entries"] else "the first result published with it"
+    if board["entries"]:
+        reference, where = _weights(board["entries"][0]["result"]), "this leaderboard's entries"
+    elif checked:
+        reference, where = _weights(checked[0][1]), "the first result published with it"
+    else:
+        return []
     return [Rejected(source, f"result was made with model weights sha256 {str(_weights(result))[:12]}, {where} with "
                              f"{str(reference)[:12]}: results on other weights are not comparable (re-publish every "
                              "method on the new weights into a new leaderboard file)")

@@ -7,8 +7,8 @@ import os
 import platform
 import subprocess
 import sys
-from importlib.metadata import PackageNotFoundError, distribution, version
 from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, distribution, version
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,7 @@ def collect(command: list[str] | None = None) -> dict[str, Any]:
 
     return {
         "memorybench_version": __version__,
-        **{f"memorybench_{k}": v for k, v in dict(memorybench_commit()).items()},
+        **{f"memorybench_{k}": v for k, v in memorybench_commit().items()},
         "packages": package_versions(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
