@@ -288,6 +288,18 @@ def cmd_tinyworld_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tinyworld_install(args: argparse.Namespace) -> int:
+    from .tinyworld import world_path
+    from .tinyworld.install import install_world
+
+    target = Path(args.target) if args.target else world_path()
+    manifest = install_world(Path(args.run), target)
+    print(f"installed {args.run} -> {target} ({len(manifest['files'])} files)")
+    print("every figure measured on the previous world is now stale: bump the version of the suites on it "
+          "(tinyworld-v1, finetune-dup-v1), then re-measure and re-publish (README, 'The tiny world': shipping a world)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -416,6 +428,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="change one field of the recipe, e.g. unet_steps=3000 or prediction_type=epsilon (repeatable)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_tinyworld_train)
+    i = tw.add_parser("install", help="make a finished training run the shipped tiny world (files checked against its manifest)")
+    i.add_argument("run", metavar="RUN_DIR", help="the --out folder of `memorybench tinyworld train`")
+    i.add_argument("--target", metavar="DIR", help="world folder to replace (default: the shipped world)")
+    i.set_defaults(func=cmd_tinyworld_install)
     return parser
 
 

@@ -148,6 +148,32 @@ def test_train_tinyworld_end_to_end_tiny(tmp_path):
     # a second call finds every phase done and only rewrites the folders
     train_tinyworld(tmp_path / "w", cfg, progress=False, device="cpu")
     assert (out / "manifest.json").exists()
+    _check_install(out, tmp_path / "shipped")
+
+
+def _check_install(run, target):
+    """`memorybench tinyworld install`: the run's files, each phase's wall time, fresh hashes;
+    a run whose files changed since training is refused."""
+    import hashlib
+
+    from memorybench.cli import main
+    from memorybench.errors import ConfigError
+    from memorybench.tinyworld.install import install_world
+
+    (target / "pipeline").mkdir(parents=True)
+    (target / "pipeline" / "stale.bin").write_bytes(b"the previous world")
+    (target / "manifest.json").write_text(json.dumps({"measured_eval": {"by_guidance": {}}}))
+    assert main(["tinyworld", "install", str(run), "--target", str(target)]) == 0
+    run_man, man = json.loads((run / "manifest.json").read_text()), json.loads((target / "manifest.json").read_text())
+    assert man["files"] == run_man["files"] and not (target / "pipeline" / "stale.bin").exists()
+    for rel, digest in man["files"].items():
+        assert hashlib.sha256((target / rel).read_bytes()).hexdigest() == digest
+    assert {k: v["wall_s"] for k, v in man["phases"].items()} == {
+        k: run_man["wall_time_s"][f"{k}_s"] for k in ("vae", "unet", "clip")}
+    assert "measured_eval" not in man and man["config"] == run_man["config"]
+    (run / "clip" / "model.safetensors").write_bytes(b"edited after training")
+    with pytest.raises(ConfigError, match=r"changed since training: clip/model\.safetensors"):
+        install_world(run, target)
 
 
 @pytest.mark.slow

@@ -1,0 +1,66 @@
+"""Install a finished ``memorybench tinyworld train`` run as the shipped tiny world.
+
+Shipping a world changes every number measured on it, so this only swaps the files, checked
+against the run's own manifest; what must be re-measured afterwards is printed by the CLI
+(``memorybench tinyworld install``) and listed in the README ("The tiny world").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..hashing import sha256_file
+from .train import file_hashes
+
+WORLD_PARTS = ("pipeline", "clip")
+
+
+def check_trained_run(run_dir: Path) -> dict[str, Any]:
+    """The run's manifest, once every file it lists is present and unchanged since training."""
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise ConfigError(f"'{run_dir}' holds no manifest.json: pass the --out folder of a finished "
+                          "`memorybench tinyworld train` run")
+    manifest = json.loads(manifest_path.read_text())
+    missing = [rel for rel in manifest.get("files", {}) if not (run_dir / rel).is_file()]
+    changed = [rel for rel, digest in manifest.get("files", {}).items()
+               if rel not in missing and sha256_file(run_dir / rel) != digest]
+    if missing or changed or not manifest.get("files"):
+        raise ConfigError(f"'{run_dir}' does not match its manifest (missing: {', '.join(missing) or 'none'}; "
+                          f"changed since training: {', '.join(changed) or 'none'})")
+    return manifest
+
+
+def install_world(run_dir: str | Path, target: str | Path) -> dict[str, Any]:
+    """Copy the run's ``pipeline/``, ``clip/`` and loss log into ``target`` and write its
+    manifest (the run's, plus each phase's wall time and the installed files' sha256).
+    The run's measured figures do not carry over: ``measured_eval`` is left out until the
+    new world is measured."""
+    run_dir, target = Path(run_dir), Path(target)
+    manifest = check_trained_run(run_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in WORLD_PARTS:  # copy beside the old part first, so a failed copy leaves it intact
+        staging = target / f".{name}.installing"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(run_dir / name, staging)
+        shutil.rmtree(target / name, ignore_errors=True)
+        os.replace(staging, target / name)
+    shutil.copy2(run_dir / "train_log.jsonl", target / "train_log.jsonl")
+    wall = manifest.get("wall_time_s", {})
+    manifest["phases"] = {
+        phase: {"hardware": manifest.get("hardware"), "steps": manifest["steps"][phase], "wall_s": wall.get(f"{phase}_s"),
+                "note": "trained from scratch in one `memorybench tinyworld train` run"}
+        for phase in ("vae", "unet", "clip")
+    }
+    manifest["files"] = {rel: digest for rel, digest in file_hashes(target).items()
+                         if rel.startswith(tuple(f"{p}/" for p in WORLD_PARTS)) or rel == "train_log.jsonl"}
+    manifest.pop("measured_eval", None)
+    tmp = target / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, target / "manifest.json")
+    return manifest
