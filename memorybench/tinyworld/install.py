@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..hashing import sha256_file
-from .train import file_hashes
+from .train import world_file_hashes
 
 WORLD_PARTS = ("pipeline", "clip")
 
@@ -57,8 +57,7 @@ def install_world(run_dir: str | Path, target: str | Path) -> dict[str, Any]:
                 "note": "trained from scratch in one `memorybench tinyworld train` run"}
         for phase in ("vae", "unet", "clip")
     }
-    manifest["files"] = {rel: digest for rel, digest in file_hashes(target).items()
-                         if rel.startswith(tuple(f"{p}/" for p in WORLD_PARTS)) or rel == "train_log.jsonl"}
+    manifest["files"] = world_file_hashes(target)
     manifest.pop("measured_eval", None)
     tmp = target / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -53,6 +53,12 @@ def file_hashes(folder: Path) -> dict[str, str]:
     return out
 
 
+def world_file_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of a world's files: ``pipeline/``, ``clip/`` and the loss log (not checkpoints)."""
+    return {rel: digest for rel, digest in file_hashes(folder).items()
+            if rel.startswith(("pipeline/", "clip/")) or rel == "train_log.jsonl"}
+
+
 def hardware_info(device: str) -> dict[str, Any]:
     import torch
 
@@ -376,11 +382,8 @@ def train_tinyworld(out_dir, config: TinyWorldConfig | dict | None = None, progr
         "vae_scaling_factor": scale,
         "wall_time_s": wall,
         "hardware": hardware_info(device),
-        "files": file_hashes(out),
+        "files": world_file_hashes(out),
     }
-    for k in list(manifest["files"]):
-        if not (k.startswith("pipeline/") or k.startswith("clip/") or k == "train_log.jsonl"):
-            manifest["files"].pop(k)
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, out / "manifest.json")
