@@ -15,9 +15,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..hashing import sha256_file
-from .train import world_file_hashes
-
-WORLD_PARTS = ("pipeline", "clip")
+from .train import WORLD_PARTS, world_file_hashes
 
 
 def check_trained_run(run_dir: Path) -> dict[str, Any]:
