@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -35,6 +36,23 @@ def _quiet_libraries() -> None:
         tlog.disable_progress_bar()
     except ImportError:
         pass
+
+
+def device_arg(text: str) -> str:
+    """argparse type of --device: cpu, cuda or cuda:N, checked against the devices torch sees,
+    so a typo or a machine without a GPU is a usage error before any model loads."""
+    if text == "cpu":
+        return text
+    if not re.fullmatch(r"cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a device: use cpu, cuda or cuda:N")
+    import torch
+
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(text.partition(":")[2] or 0)
+    if index >= visible:
+        raise argparse.ArgumentTypeError(
+            f"'{text}': torch {torch.__version__} sees {visible} CUDA device(s) on this machine; use --device cpu")
+    return text
 
 
 def _load_plugins(args: argparse.Namespace) -> None:
@@ -276,6 +294,8 @@ def cmd_analyze_wanda_masks(args: argparse.Namespace) -> int:
 # -- tinyworld --------------------------------------------------------------------------
 def cmd_tinyworld_train(args: argparse.Namespace) -> int:
     from .config import parse_set_options
+    from .tinyworld import world_path
+    from .tinyworld.install import weight_files_differing
     from .tinyworld.model import TinyWorldConfig
     from .tinyworld.train import train_tinyworld
 
@@ -283,8 +303,19 @@ def cmd_tinyworld_train(args: argparse.Namespace) -> int:
     config = TinyWorldConfig.from_dict(parse_set_options(args.set))
     if args.set:
         print("recipe changes from the shipped world: " + ", ".join(args.set))
-    out = train_tinyworld(Path(args.out), config, progress=not args.no_progress)
+    out = train_tinyworld(Path(args.out), config, progress=not args.no_progress, device=args.device)
     print(f"tiny world written to {out}")
+    shipped_path = world_path() / "manifest.json"
+    if shipped_path.is_file():
+        shipped = json.loads(shipped_path.read_text())
+        if TinyWorldConfig.from_dict(shipped["config"]) == config:
+            run = json.loads((out / "manifest.json").read_text())
+            differing = weight_files_differing(run, shipped)
+            n = len([rel for rel in run["files"] if rel != "train_log.jsonl"])
+            print("same recipe as the shipped world; weights "
+                  + ("identical to it (sha256 of every file)" if not differing else
+                     f"differ from it in {len(differing)} of {n} files (other hardware, thread count or torch "
+                     "version round differently; compare the measured figures instead)"))
     return 0
 
 
@@ -334,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="FILE.json", help="result path (default results/SUITE/METHOD-CFG.json)")
     p.add_argument("--output-dir", metavar="DIR", help="folder for one result per method (default results/SUITE)")
     p.add_argument("--cache-dir", metavar="DIR", help="generation cache (default ~/.cache/memorybench)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--device", type=device_arg, default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
                    help="auto: fp32 on CPU, fp16 on GPU")
     p.add_argument("--batch-size", type=int, default=32)
@@ -394,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="PATH", help="local diffusers StableDiffusionPipeline folder")
     p.add_argument("--output", metavar="FILE.json", help="report path (default results/SUITE/detect-NAME-CFG.json)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N prompts of each set (quick checks)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--device", type=device_arg, default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
     p.add_argument("--batch-size", type=int, default=8, help="prompts per detector call")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -415,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--no-control", action="store_true", help="skip the general-prompt control mask")
     a.add_argument("--out", required=True, metavar="DIR", help="folder for wanda-masks.json and the heatmap PNG")
     a.add_argument("--model", metavar="PATH", help="local diffusers StableDiffusionPipeline folder")
-    a.add_argument("--device", default="cpu")
+    a.add_argument("--device", type=device_arg, default="cpu", help="cpu or cuda[:N]")
     a.add_argument("--no-progress", action="store_true")
     a.set_defaults(func=cmd_analyze_wanda_masks)
 
@@ -426,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True)
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="change one field of the recipe, e.g. unet_steps=3000 or prediction_type=epsilon (repeatable)")
+    t.add_argument("--device", type=device_arg, default="cpu",
+                   help="cpu (default; the shipped world was trained on 2 CPU cores) or cuda[:N] (faster, other weights)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_tinyworld_train)
     i = tw.add_parser("install", help="make a finished training run the shipped tiny world (files checked against its manifest)")

@@ -58,6 +58,29 @@ def test_bad_input_gives_one_clear_line(capsys, argv, message, tmp_path):
     assert message in err, err
 
 
+@pytest.mark.parametrize("argv", [
+    ["run", "--suite", "smoke-v1", "--method", "none"],
+    ["detect", "--suite", "tinyworld-v1", "--detector", "wen-magnitude"],
+    ["analyze", "wanda-masks", "--suite", "tinyworld-v1", "--out", "OUT"],
+    ["tinyworld", "train", "--out", "OUT"],
+])
+def test_device_option_refuses_unknown_and_absent_devices(capsys, argv, tmp_path):
+    """A device torch does not see is a usage error before any model loads, on every command."""
+    import torch
+
+    from memorybench.cli import device_arg
+
+    argv = [str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    absent = f"cuda:{torch.cuda.device_count() if torch.cuda.is_available() else 0}"
+    for device, message in (("gpu", "'gpu' is not a device: use cpu, cuda or cuda:N"),
+                            (absent, f"'{absent}': torch {torch.__version__} sees")):
+        with pytest.raises(SystemExit) as exc:
+            main([*argv, "--device", device])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert device_arg("cpu") == "cpu"
+
+
 def test_broken_plugin_file_is_named_with_its_error(capsys, tmp_path):
     plugin = tmp_path / "my_method.py"
     plugin.write_text("from memorybench import Method\nclass X(Method):\n    name = 'x'\nundefined_name\n")

@@ -176,6 +176,17 @@ def _check_install(run, target):
         install_world(run, target)
 
 
+def test_weight_files_differing_compares_the_world_folders_only():
+    """How a retrained world is compared with the shipped one: weights and configs, not the loss log."""
+    from memorybench.tinyworld.install import weight_files_differing
+
+    shipped = {"files": {"pipeline/unet/w.safetensors": "a", "clip/model.safetensors": "b", "train_log.jsonl": "c"}}
+    assert weight_files_differing(shipped, json.loads(json.dumps(shipped))) == []
+    retrained = {"files": {"pipeline/unet/w.safetensors": "a", "clip/model.safetensors": "B", "train_log.jsonl": "C",
+                           "pipeline/vae/extra.json": "d"}}
+    assert weight_files_differing(retrained, shipped) == ["clip/model.safetensors", "pipeline/vae/extra.json"]
+
+
 @pytest.mark.slow
 def test_cli_train_applies_recipe_changes(tmp_path, capsys):
     """`memorybench tinyworld train --set ...` trains the changed recipe and records it."""

@@ -34,6 +34,15 @@ def check_trained_run(run_dir: Path) -> dict[str, Any]:
     return manifest
 
 
+def weight_files_differing(manifest: dict[str, Any], other: dict[str, Any]) -> list[str]:
+    """Files of the world's folders (``pipeline/``, ``clip/``) whose sha256 differs between two
+    manifests, or that only one lists. The loss log is left out: it records wall-clock times."""
+    parts = tuple(f"{part}/" for part in WORLD_PARTS)
+    ours = {rel: d for rel, d in manifest.get("files", {}).items() if rel.startswith(parts)}
+    theirs = {rel: d for rel, d in other.get("files", {}).items() if rel.startswith(parts)}
+    return sorted(rel for rel in ours.keys() | theirs.keys() if ours.get(rel) != theirs.get(rel))
+
+
 def install_world(run_dir: str | Path, target: str | Path) -> dict[str, Any]:
     """Copy the run's ``pipeline/``, ``clip/`` and loss log into ``target`` and write its
     manifest (the run's, plus each phase's wall time and the installed files' sha256).
