@@ -174,6 +174,25 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .cache import atomic_write_text
+    from .compare import compare_results, load_comparable, render
+
+    def load(path: str, entry: str | None) -> tuple[dict, str]:
+        method, _, config = (entry or "").partition("@")
+        result = load_comparable(path, method or None, config or None)
+        return result, f"{path} ({result['method']['name']} {result['method']['config_sha256'][:8]}, " \
+                       f"{result['suite']['name']} v{result['suite']['version']})"
+
+    (a, label_a), (b, label_b) = load(args.a, args.method), load(args.b, args.method_b or args.method)
+    comparison = compare_results(a, b)
+    print(render(comparison, label_a, label_b))
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps({"a": label_a, "b": label_b, **comparison}, indent=2) + "\n")
+        print(f"comparison written to {args.json}")
+    return 0
+
+
 def cmd_export_model_index(args: argparse.Namespace) -> int:
     from .leaderboard import find_entry, load_leaderboard
     from .model_index import render
@@ -378,6 +397,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--leaderboard", required=True, metavar="FILE.json", help="e.g. leaderboards/tinyworld-v1.json")
     p.add_argument("--suite", help="suite of a new leaderboard (default: the file's, else its name)")
     p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("compare", help="compare two results or leaderboard entries: how each was made, and each "
+                                       "column with a paired bootstrap CI of the difference")
+    p.add_argument("a", metavar="A.json", help="a result JSON, or a leaderboard JSON with --method")
+    p.add_argument("b", metavar="B.json", help="a result JSON, or a leaderboard JSON (its entry: --method-b, else --method)")
+    p.add_argument("--method", metavar="NAME[@CONFIG]", help="the entry to take from a leaderboard (config: sha256 prefix)")
+    p.add_argument("--method-b", metavar="NAME[@CONFIG]", help="the entry to take from B when it differs from --method")
+    p.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("export", help="export a leaderboard entry in another format")
     ex = p.add_subparsers(dest="export_command", metavar="FORMAT")
