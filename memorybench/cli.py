@@ -486,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="change one field of the recipe, e.g. unet_steps=3000 or prediction_type=epsilon (repeatable)")
     t.add_argument("--device", type=device_arg, default="cpu",
-                   help="cpu (default; the shipped world was trained on 2 CPU cores) or cuda[:N] (faster, other weights)")
+                   help="cpu (default; the shipped world was trained on 2 CPU cores) or cuda[:N] (its weights will differ)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_tinyworld_train)
     i = tw.add_parser("install", help="make a finished training run the shipped tiny world (files checked against its manifest)")
