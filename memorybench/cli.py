@@ -314,7 +314,7 @@ def cmd_analyze_wanda_masks(args: argparse.Namespace) -> int:
 def cmd_tinyworld_train(args: argparse.Namespace) -> int:
     from .config import parse_set_options
     from .tinyworld import world_path
-    from .tinyworld.install import weight_files_differing
+    from .tinyworld.install import shipped_weights_verdict
     from .tinyworld.model import TinyWorldConfig
     from .tinyworld.train import train_tinyworld
 
@@ -324,17 +324,9 @@ def cmd_tinyworld_train(args: argparse.Namespace) -> int:
         print("recipe changes from the shipped world: " + ", ".join(args.set))
     out = train_tinyworld(Path(args.out), config, progress=not args.no_progress, device=args.device)
     print(f"tiny world written to {out}")
-    shipped_path = world_path() / "manifest.json"
-    if shipped_path.is_file():
-        shipped = json.loads(shipped_path.read_text())
-        if TinyWorldConfig.from_dict(shipped["config"]) == config:
-            run = json.loads((out / "manifest.json").read_text())
-            differing = weight_files_differing(run, shipped)
-            n = len([rel for rel in run["files"] if rel != "train_log.jsonl"])
-            print("same recipe as the shipped world; weights "
-                  + ("identical to it (sha256 of every file)" if not differing else
-                     f"differ from it in {len(differing)} of {n} files (other hardware, thread count or torch "
-                     "version round differently; compare the measured figures instead)"))
+    verdict = shipped_weights_verdict(out, world_path())
+    if verdict:
+        print(verdict)
     return 0
 
 

@@ -52,10 +52,9 @@ def load_comparable(path: str | Path, method: str | None = None, config_sha256: 
     if isinstance(data, dict) and "entries" in data:
         if not method:
             raise ConfigError(f"'{path}' is a leaderboard: name the entry with --method")
-        result = find_entry(load_leaderboard(path), method, config_sha256)["result"]
-        validate_result(result)
-        return result
-    return read_result(path)
+        data = find_entry(load_leaderboard(path), method, config_sha256)["result"]
+    validate_result(data)
+    return data
 
 
 def _paired_ci(a: dict[str, Any], b: dict[str, Any], n_resamples: int, seed: int):

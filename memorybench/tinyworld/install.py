@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..hashing import sha256_file
-from .train import WORLD_PARTS, world_file_hashes
+from .train import WORLD_PART_PREFIXES, WORLD_PARTS, world_file_hashes
 
 
 def check_trained_run(run_dir: Path) -> dict[str, Any]:
@@ -37,10 +37,28 @@ def check_trained_run(run_dir: Path) -> dict[str, Any]:
 def weight_files_differing(manifest: dict[str, Any], other: dict[str, Any]) -> list[str]:
     """Files of the world's folders (``pipeline/``, ``clip/``) whose sha256 differs between two
     manifests, or that only one lists. The loss log is left out: it records wall-clock times."""
-    parts = tuple(f"{part}/" for part in WORLD_PARTS)
-    ours = {rel: d for rel, d in manifest.get("files", {}).items() if rel.startswith(parts)}
-    theirs = {rel: d for rel, d in other.get("files", {}).items() if rel.startswith(parts)}
+    ours = {rel: d for rel, d in manifest.get("files", {}).items() if rel.startswith(WORLD_PART_PREFIXES)}
+    theirs = {rel: d for rel, d in other.get("files", {}).items() if rel.startswith(WORLD_PART_PREFIXES)}
     return sorted(rel for rel in ours.keys() | theirs.keys() if ours.get(rel) != theirs.get(rel))
+
+
+def shipped_weights_verdict(run_dir: Path, target: Path) -> str | None:
+    """For a finished run of the same recipe as the world in ``target``: whether its weights are
+    that world's, as one line; None when the recipes differ (or ``target`` holds no world)."""
+    from .model import TinyWorldConfig
+
+    if not (target / "manifest.json").is_file():
+        return None
+    shipped = json.loads((target / "manifest.json").read_text())
+    run = json.loads((run_dir / "manifest.json").read_text())
+    if TinyWorldConfig.from_dict(shipped["config"]) != TinyWorldConfig.from_dict(run["config"]):
+        return None
+    differing = weight_files_differing(run, shipped)
+    n = sum(rel.startswith(WORLD_PART_PREFIXES) for rel in run["files"])
+    return "same recipe as the shipped world; weights " + (
+        "identical to it (sha256 of every file)" if not differing else
+        f"differ from it in {len(differing)} of {n} files (other hardware, thread count or torch "
+        "version round differently; compare the measured figures instead)")
 
 
 def install_world(run_dir: str | Path, target: str | Path) -> dict[str, Any]:

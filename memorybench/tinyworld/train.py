@@ -54,12 +54,13 @@ def file_hashes(folder: Path) -> dict[str, str]:
 
 
 WORLD_PARTS = ("pipeline", "clip")  # a world's folders; with train_log.jsonl, what ships
+WORLD_PART_PREFIXES = tuple(f"{part}/" for part in WORLD_PARTS)
 
 
 def world_file_hashes(folder: Path) -> dict[str, str]:
     """sha256 of a world's files: ``pipeline/``, ``clip/`` and the loss log (not checkpoints)."""
     return {rel: digest for rel, digest in file_hashes(folder).items()
-            if rel.startswith(tuple(f"{part}/" for part in WORLD_PARTS)) or rel == "train_log.jsonl"}
+            if rel.startswith(WORLD_PART_PREFIXES) or rel == "train_log.jsonl"}
 
 
 def hardware_info(device: str) -> dict[str, Any]:
