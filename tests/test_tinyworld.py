@@ -271,9 +271,21 @@ def test_data_version_2_names_the_background_only_sometimes(small_world):
     spread = lambda v: np.ptp([gen.background_rgb(b, v).mean() for b in gen.BACKGROUND_COLORS])
     assert spread(2) == pytest.approx(spread(1) / 2, abs=1)
     with pytest.raises(ValueError, match="data_version"):
-        gen.build_world_data(0, n_general=10, data_version=3)
+        gen.build_world_data(0, n_general=10, data_version=4)
     with pytest.raises(ValueError, match="data_version"):
-        TinyWorldConfig(data_version=3)
+        TinyWorldConfig(data_version=4)
+
+
+def test_data_version_3_keeps_v1_captions_with_v2_colours(small_world):
+    """Data v3 changes only the pixels of v1's backgrounds: the same captions, muted colours."""
+    v1 = gen.build_world_data(0, n_general=60, data_version=1)
+    v3 = gen.build_world_data(0, n_general=60, data_version=3)
+    assert v3.train_captions == v1.train_captions and v3.heldout_prompts == v1.heldout_prompts
+    mem = v1.memorized_indices
+    assert np.array_equal(v3.train_images[mem], v1.train_images[mem])
+    assert not np.array_equal(v3.train_images, v1.train_images)
+    for b in gen.BACKGROUND_COLORS:
+        assert np.array_equal(gen.background_rgb(b, 3), gen.background_rgb(b, 2))
 
 
 def test_to_epsilon_takes_the_scaled_model_input_of_sigma_samplers():
