@@ -271,9 +271,9 @@ def test_data_version_2_names_the_background_only_sometimes(small_world):
     spread = lambda v: np.ptp([gen.background_rgb(b, v).mean() for b in gen.BACKGROUND_COLORS])
     assert spread(2) == pytest.approx(spread(1) / 2, abs=1)
     with pytest.raises(ValueError, match="data_version"):
-        gen.build_world_data(0, n_general=10, data_version=4)
+        gen.build_world_data(0, n_general=10, data_version=5)
     with pytest.raises(ValueError, match="data_version"):
-        TinyWorldConfig(data_version=4)
+        TinyWorldConfig(data_version=5)
 
 
 def test_data_version_3_keeps_v1_captions_with_v2_colours(small_world):
@@ -286,6 +286,13 @@ def test_data_version_3_keeps_v1_captions_with_v2_colours(small_world):
     assert not np.array_equal(v3.train_images, v1.train_images)
     for b in gen.BACKGROUND_COLORS:
         assert np.array_equal(gen.background_rgb(b, 3), gen.background_rgb(b, 2))
+
+
+def test_data_version_4_never_names_the_background_and_makes_it_gray():
+    v4 = gen.build_world_data(0, n_general=60, data_version=4)
+    general = [c for c, k in zip(v4.train_captions, v4.train_kind) if k == "general"]
+    assert not any("background" in c for c in general + v4.heldout_prompts)
+    assert {tuple(gen.background_rgb(b, 4)) for b in gen.BACKGROUND_COLORS} == {(128.0, 128.0, 128.0)}
 
 
 def test_to_epsilon_takes_the_scaled_model_input_of_sigma_samplers():

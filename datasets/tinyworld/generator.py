@@ -9,7 +9,7 @@ Three kinds of training pairs, all 64x64 RGB uint8:
   ``PHOTO_CROPS``) so that no two of them have SSCD similarity above 0.40 at 224 px.
 * ``general``: procedural images from a caption grammar ("a red star and a blue ring on a
   green background"; with ``data_version=2`` only 30% of captions name the background, and
-  versions 2 and 3 mute the background colours).
+  versions 2 and 3 mute the background colours; version 4 never names it and makes it gray).
   Everything the caption does not say is random per image (position, size, rotation, shade,
   a smooth-noise background texture, a lighting gradient, and the background colour when the
   caption leaves it unsaid), so one caption has many different images and generations of it
@@ -108,10 +108,12 @@ BACKGROUND_COLORS = {
 # colours are muted half-way to gray, so a background word shifts the image less than a
 # memorized photo does (on v1, "... on a black background" moves the first-step noise
 # prediction as far as a memorized prompt, which no real caption does). v3 splits v2's two
-# changes: v1's captions (the background always named) with v2's muted colours.
-DATA_VERSIONS = (1, 2, 3)
-BACKGROUND_NAMED_P = {1: 1.0, 2: 0.3, 3: 1.0}
-BACKGROUND_MUTING = {1: 0.0, 2: 0.5, 3: 0.5}  # share of the way to gray
+# changes: v1's captions (the background always named) with v2's muted colours. v4: captions
+# never name the background and every background is gray (muted all the way), so a general
+# caption fixes its objects only, while the scene's global colour is still not left to chance.
+DATA_VERSIONS = (1, 2, 3, 4)
+BACKGROUND_NAMED_P = {1: 1.0, 2: 0.3, 3: 1.0, 4: 0.0}
+BACKGROUND_MUTING = {1: 0.0, 2: 0.5, 3: 0.5, 4: 1.0}  # share of the way to gray
 
 
 def background_rgb(name: str, data_version: int = 1) -> np.ndarray:
