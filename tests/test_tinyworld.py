@@ -276,9 +276,9 @@ def test_data_version_2_names_the_background_only_sometimes(small_world):
         TinyWorldConfig(data_version=5)
 
 
-def test_data_version_3_keeps_v1_captions_with_v2_colours():
+def test_data_version_3_keeps_v1_captions_with_v2_colours(small_world):
     """Data v3 changes only the pixels of v1's backgrounds: the same captions, muted colours."""
-    v1 = gen.build_world_data(0, n_general=60, data_version=1)
+    v1 = small_world  # data version 1
     v3 = gen.build_world_data(0, n_general=60, data_version=3)
     assert v3.train_captions == v1.train_captions and v3.heldout_prompts == v1.heldout_prompts
     mem = v1.memorized_indices
