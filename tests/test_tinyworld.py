@@ -271,9 +271,9 @@ def test_data_version_2_names_the_background_only_sometimes(small_world):
     spread = lambda v: np.ptp([gen.background_rgb(b, v).mean() for b in gen.BACKGROUND_COLORS])
     assert spread(2) == pytest.approx(spread(1) / 2, abs=1)
     with pytest.raises(ValueError, match="data_version"):
-        gen.build_world_data(0, n_general=10, data_version=5)
+        gen.build_world_data(0, n_general=10, data_version=6)
     with pytest.raises(ValueError, match="data_version"):
-        TinyWorldConfig(data_version=5)
+        TinyWorldConfig(data_version=6)
 
 
 def test_data_version_3_keeps_v1_captions_with_v2_colours(small_world):
@@ -293,6 +293,30 @@ def test_data_version_4_never_names_the_background_and_makes_it_gray():
     general = [c for c, k in zip(v4.train_captions, v4.train_kind) if k == "general"]
     assert not any("background" in c for c in general + v4.heldout_prompts)
     assert {tuple(gen.background_rgb(b, 4)) for b in gen.BACKGROUND_COLORS} == {(128.0, 128.0, 128.0)}
+
+
+def test_data_version_5_memorizes_colour_crops_in_place_of_the_grey_camera_and_horse():
+    from memorybench.metrics.sscd import SSCDEmbedder
+
+    v4 = gen.build_world_data(0, n_general=60, data_version=4)
+    v5 = gen.build_world_data(0, n_general=60, data_version=5)
+    swapped = sorted(gen.MEMORIZED_CROP_SWAPS[5])
+    assert [v4.photo_crops[i][0] for i in swapped] == ["camera", "horse"]
+    # only the two memorized images change; captions, rates and general images stay v4's
+    assert v5.train_captions == v4.train_captions
+    assert np.array_equal(v5.train_dup_counts, v4.train_dup_counts)
+    assert np.array_equal(v5.train_images[gen.N_MEMORIZED:], v4.train_images[gen.N_MEMORIZED:])
+    changed = [i for i in range(gen.N_MEMORIZED) if not np.array_equal(v5.train_images[i], v4.train_images[i])]
+    assert changed == swapped
+    for i in swapped:  # the new crops are colour photos: channels differ, unlike the grey ones
+        x = v5.train_images[i].astype(float)
+        assert np.abs(x - x.mean(-1, keepdims=True)).mean() > 30
+    # and still distinct from every other crop, the memorized set's rule
+    crops = list(v5.photo_crops) + list(gen.PHOTO_CROPS[gen.N_MEMORIZED:])
+    e = SSCDEmbedder("default").embed(np.stack([gen.photo_crop(c) for c in crops]))
+    sim = e @ e.T
+    for i in swapped:
+        assert np.delete(sim[i], i).max() < 0.40
 
 
 def test_to_epsilon_takes_the_scaled_model_input_of_sigma_samplers():

@@ -9,7 +9,8 @@ Three kinds of training pairs, all 64x64 RGB uint8:
   ``PHOTO_CROPS``) so that no two of them have SSCD similarity above 0.40 at 224 px.
 * ``general``: procedural images from a caption grammar ("a red star and a blue ring on a
   green background"; with ``data_version=2`` only 30% of captions name the background, and
-  versions 2 and 3 mute the background colours; version 4 never names it and makes it gray).
+  versions 2 and 3 mute the background colours; versions 4 and 5 never name it and make it
+  gray; version 5 also memorizes two colour crops in place of the grey camera and horse photos).
   Everything the caption does not say is random per image (position, size, rotation, shade,
   a smooth-noise background texture, a lighting gradient, and the background colour when the
   caption leaves it unsaid), so one caption has many different images and generations of it
@@ -111,9 +112,22 @@ BACKGROUND_COLORS = {
 # changes: v1's captions (the background always named) with v2's muted colours. v4: captions
 # never name the background and every background is gray (muted all the way), so a general
 # caption fixes its objects only, while the scene's global colour is still not left to chance.
-DATA_VERSIONS = (1, 2, 3, 4)
-BACKGROUND_NAMED_P = {1: 1.0, 2: 0.3, 3: 1.0, 4: 0.0}
-BACKGROUND_MUTING = {1: 0.0, 2: 0.5, 3: 0.5, 4: 1.0}  # share of the way to gray
+# v5: v4's general images, and two colour crops memorized in place of the grey camera and horse
+# photos, the two prompts that returned a general-looking gray image instead of their photo on
+# v3 and v4 (README "The tiny world"). The two new crops were picked as PHOTO_CROPS were: SSCD
+# below 0.40 (max 0.21) against every other crop, and against each other (0.05).
+DATA_VERSIONS = (1, 2, 3, 4, 5)
+BACKGROUND_NAMED_P = {1: 1.0, 2: 0.3, 3: 1.0, 4: 0.0, 5: 0.0}
+BACKGROUND_MUTING = {1: 0.0, 2: 0.5, 3: 0.5, 4: 1.0, 5: 1.0}  # share of the way to gray
+MEMORIZED_CROP_SWAPS = {
+    5: {10: ("coffee", 0.8, 0.5, 0.33), 16: ("astronaut", 0.2, 0.8, 0.33)},
+}
+
+
+def memorized_crops(data_version: int = 1) -> tuple[tuple[str, float, float, float], ...]:
+    """The ``PHOTO_CROPS`` entry of each memorized image under ``data_version``."""
+    swaps = MEMORIZED_CROP_SWAPS.get(data_version, {})
+    return tuple(swaps.get(i, c) for i, c in enumerate(PHOTO_CROPS[:N_MEMORIZED]))
 
 
 def background_rgb(name: str, data_version: int = 1) -> np.ndarray:
@@ -453,7 +467,7 @@ def build_world_data(seed: int = 0, n_general: int = N_GENERAL, dup_high: int = 
     rng_h = np.random.default_rng([seed, 102])
     heldout_images = np.stack([render_general(rng_h, list(s.objects), s.background, data_version) for s in held])
 
-    mem_specs = PHOTO_CROPS[:N_MEMORIZED]
+    mem_specs = memorized_crops(data_version)
     mem_images = [photo_crop(s) for s in mem_specs]
     mem_captions = _rare_captions(seed, N_MEMORIZED, salt=0)
     # alternate the two duplication rates, the order shuffled by the seed
