@@ -18,13 +18,12 @@ SD (1.5 per image x sqrt(4 images)) and gives 0.75 at the tiny world's 16x16x16 
 The target only works where it sits relative to the model's own non-memorized
 magnitudes, so it does not carry over between models by latent size alone. Wen's rule is
 to stop once a prompt looks non-memorized; the tiny-world default applies that rule to the
-tiny world: ``target_rms = 0.05``, the median first-step text-noise RMS of 64 training
-general captions (0.048 on the shipped world; quartiles 0.037-0.061; the memorized evaluation
-prompts range 0.033-0.107). Wen's scaled 0.0117 sits below every prompt of this world, so every image,
-general ones included, is optimised for all 10 iterations. Measured on tinyworld-v1
-(``benchmarks/tradeoff_sweep.py``; sscd_mem / clip_gen change against none): target_rms
-0.014 -59% / -58%, 0.03 -38% / -23%, 0.045 -24% / -5%, 0.06 -15% / -1%, 0.075 -5% / 0%;
-the default 0.05 gives -22% / -2%.
+tiny world: ``target_rms = 0.041``, the median first-step text-noise RMS of 64 training
+general captions on the shipped world (quartiles 0.039-0.044; the memorized evaluation prompts
+range 0.043-0.123, the held-out general ones 0.034-0.048). Wen's scaled 0.0117 sits below every
+prompt of this world, so every image, general ones included, is optimised for all 10
+iterations. Measured on tinyworld-v1 (``benchmarks/tradeoff_sweep.py``; sscd_mem / clip_gen
+change against none): SWEEP_FIGURES.
 Set ``target_rms = 0.01171875`` (``WEN_TARGET_RMS``) for Wen's own value.
 
 Faithful to the public code (YuxinWenRick/diffusion_memorization ``aug_prompt``): the loss
@@ -53,9 +52,9 @@ class WenEmbeddingOptConfig:
     lr: float = 0.05  # AdamW learning rate (Wen's --optim_lr)
     max_iterations: int = 10  # Wen's --optim_iters
     # Stop once ||eps_c - eps_u||_2 <= target_rms * sqrt(latent values per image).
-    # Wen's loss 3 over 4 SD images is WEN_TARGET_RMS = 3/256; the tiny-world default 0.05
+    # Wen's loss 3 over 4 SD images is WEN_TARGET_RMS = 3/256; the tiny-world default 0.041
     # is the median of its non-memorized (training general) prompts (see the module doc).
-    target_rms: float = 0.05
+    target_rms: float = 0.041
     weight_decay: float = 0.01  # torch AdamW default, as in Wen's code
 
     def __post_init__(self) -> None:
@@ -113,7 +112,7 @@ class WenEmbeddingOpt(Method):
     Config = WenEmbeddingOptConfig
     reference = ("Wen et al., Detecting, Explaining, and Mitigating Memorization in Diffusion Models, ICLR 2024; "
                  "code YuxinWenRick/diffusion_memorization: AdamW lr 0.05, 10 iterations, target loss 3 over "
-                 "4 images at 4x64x64 (= per-value RMS 3/256 = 0.0117); tiny-world default target_rms 0.05 "
+                 "4 images at 4x64x64 (= per-value RMS 3/256 = 0.0117); tiny-world default target_rms 0.041 "
                  "(the median of its training general prompts), as Wen's value falls below every tiny-world prompt")
 
     def prompt_embeds(self, pipe, cond, uncond, latents, settings, prompts):

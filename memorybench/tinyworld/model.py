@@ -31,8 +31,8 @@ class TinyWorldConfig:
     dup_high: int = 300
     dup_low: int = 100
     # general captions' grammar and palette (datasets/tinyworld/generator.py DATA_VERSIONS); a
-    # manifest without this field was trained on version 1
-    data_version: int = 1
+    # manifest without this field was trained on version 1; the shipped world is version 5
+    data_version: int = 5
     train_seed: int = 0
     # text encoder
     text_width: int = 128
