@@ -23,11 +23,13 @@ attention sink (large positive logit, most of the attention mass), so c1 > 1 mov
 attention from the trigger tokens to BOS. In the tiny world (measured on the earlier
 epsilon-prediction world) BOS takes 0.5-9% of the cross-attention, its logit is negative in
 the down and mid blocks (where c1 > 1 lowers it), and the padding tokens are the sink
-(45-90%). Measured on tinyworld-v1 (``benchmarks/tradeoff_sweep.py``; none: sscd_mem 0.755,
-clip_gen 0.829): c1 = 1.1 / 1.25 / 2 / 4 give sscd_mem -2.8 / -2.4 / -3.7 / -6.9% and
-clip_gen -26.6 / -26.3 / -25.0 / -24.2%; the CLIP loss is the same at every c1, so it comes
-from the padding mask. Without the mask (``mask_padding=false``) c1 = 1.25 / 2 / 4 give
-sscd_mem +0.0 / +0.7 / -2.6% and clip_gen within 0.2%: BOS rescaling alone does nothing here. The issue 5 bar (-30% with CLIP within 10%) is not met.
+(45-90%). Measured on tinyworld-v1 v3 (``benchmarks/tradeoff_sweep.py``; none: sscd_mem 0.804,
+clip_gen 0.783): c1 = 1.1 / 1.25 / 2 / 4 give sscd_mem -0.5 / -0.9 / -2.8 / -4.8% and
+clip_gen -2.7 / -2.9 / -5.0 / -13.6%. Without the padding mask (``mask_padding=false``)
+c1 = 1.25 / 2 / 4 give sscd_mem -0.1 / -1.9 / -5.2% and clip_gen +0.0 / -0.5 / -10.1%: the
+mask costs about 3% of CLIP at small c1, and BOS rescaling alone barely moves copying here.
+(On the data-v1 world shipped before, the mask cost 25% of CLIP at every c1.) The issue 5 bar
+(-30% with CLIP within 10%) is not met.
 """
 
 from __future__ import annotations

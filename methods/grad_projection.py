@@ -23,11 +23,12 @@ On finetune-dup-v1 (the whole UNet trains) projecting the Linears alone changed 
 Energy: the paper's value is not in the sources available here; DESIGN suggests
 0.95-0.99. The directions specific to the protected samples carry little of their inputs'
 energy (shared caption tokens and image statistics dominate), so thresholds below 0.99 leave
-them free. Measured on finetune-dup-v1 (``benchmarks/tradeoff_sweep.py --suite
+them free. Measured on finetune-dup-v1 v3 (``benchmarks/tradeoff_sweep.py --suite
 finetune-dup-v1``; SSCD to the protected photos / CLIP on held-out prompts, change against
-the unprojected fine-tune): energy 0.995 -19.2% / -2.0%, 0.999 -59.3% / -2.6%, 0.9999
--82.1% / -1.8%. 0.999, the lowest energy that meets "30% less copying with CLIP within 10%",
-is the default. (On the earlier epsilon-prediction world 0.995 already gave -50%; the
+the unprojected fine-tune): energy 0.995 -47.6% / -0.6%, 0.999 -78.1% / -3.7%, 0.9999
+-81.8% / -4.7%. The default 0.999 was the lowest energy that met "30% less copying with CLIP
+within 10%" on the data-v1 world shipped before (0.995 gave -19.2% / -2.0% there); on the
+shipped world 0.995 meets it too. (On the earlier epsilon-prediction world 0.995 already gave -50%; the
 v-prediction world spreads what it learns of a photo over more input directions.)
 """
 

@@ -23,7 +23,9 @@ general captions on the shipped world (quartiles 0.039-0.044; the memorized eval
 range 0.043-0.123, the held-out general ones 0.034-0.048). Wen's scaled 0.0117 sits below every
 prompt of this world, so every image, general ones included, is optimised for all 10
 iterations. Measured on tinyworld-v1 (``benchmarks/tradeoff_sweep.py``; sscd_mem / clip_gen
-change against none): SWEEP_FIGURES.
+change against none): target_rms 0.014 -64% / -35%, 0.025 -54% / -23%, 0.033 -44% / -23%,
+0.041 (the default) -39% / -22%, 0.05 -36% / -21%, 0.055 -31% / -14%, 0.06 -21% / -5%,
+0.07 -11% / +0%. No target meets "30% less copying with CLIP within 10%".
 Set ``target_rms = 0.01171875`` (``WEN_TARGET_RMS``) for Wen's own value.
 
 Faithful to the public code (YuxinWenRick/diffusion_memorization ``aug_prompt``): the loss
