@@ -288,17 +288,22 @@ def test_data_version_3_keeps_v1_captions_with_v2_colours(small_world):
         assert np.array_equal(gen.background_rgb(b, 3), gen.background_rgb(b, 2))
 
 
-def test_data_version_4_never_names_the_background_and_makes_it_gray():
-    v4 = gen.build_world_data(0, n_general=60, data_version=4)
+@pytest.fixture(scope="module")
+def small_world_v4():
+    return gen.build_world_data(0, n_general=60, data_version=4)
+
+
+def test_data_version_4_never_names_the_background_and_makes_it_gray(small_world_v4):
+    v4 = small_world_v4
     general = [c for c, k in zip(v4.train_captions, v4.train_kind) if k == "general"]
     assert not any("background" in c for c in general + v4.heldout_prompts)
     assert {tuple(gen.background_rgb(b, 4)) for b in gen.BACKGROUND_COLORS} == {(128.0, 128.0, 128.0)}
 
 
-def test_data_version_5_memorizes_colour_crops_in_place_of_the_grey_camera_and_horse():
+def test_data_version_5_memorizes_colour_crops_in_place_of_the_grey_camera_and_horse(small_world_v4):
     from memorybench.metrics.sscd import SSCDEmbedder
 
-    v4 = gen.build_world_data(0, n_general=60, data_version=4)
+    v4 = small_world_v4
     v5 = gen.build_world_data(0, n_general=60, data_version=5)
     swapped = sorted(gen.MEMORIZED_CROP_SWAPS[5])
     assert [v4.photo_crops[i][0] for i in swapped] == ["camera", "horse"]

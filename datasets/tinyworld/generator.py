@@ -116,12 +116,12 @@ BACKGROUND_COLORS = {
 # photos, the two prompts that returned a general-looking gray image instead of their photo on
 # v3 and v4 (README "The tiny world"). The two new crops were picked as PHOTO_CROPS were: SSCD
 # below 0.40 (max 0.21) against every other crop, and against each other (0.05).
-DATA_VERSIONS = (1, 2, 3, 4, 5)
 BACKGROUND_NAMED_P = {1: 1.0, 2: 0.3, 3: 1.0, 4: 0.0, 5: 0.0}
 BACKGROUND_MUTING = {1: 0.0, 2: 0.5, 3: 0.5, 4: 1.0, 5: 1.0}  # share of the way to gray
 MEMORIZED_CROP_SWAPS = {
     5: {10: ("coffee", 0.8, 0.5, 0.33), 16: ("astronaut", 0.2, 0.8, 0.33)},
 }
+DATA_VERSIONS = tuple(BACKGROUND_NAMED_P)  # every version sets how often the background is named
 
 
 def memorized_crops(data_version: int = 1) -> tuple[tuple[str, float, float, float], ...]:
