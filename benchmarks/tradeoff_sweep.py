@@ -20,11 +20,12 @@ import json
 import sys
 from pathlib import Path
 
-from memorybench.config import parse_set_options
-from memorybench.provenance import collect
-from memorybench.registry import METHODS
-from memorybench.runner import RunOptions, run
-from memorybench.suite import load_suite
+from memorybench.core.config import parse_set_options
+from memorybench.core.provenance import collect
+from memorybench.api.method import METHODS
+from memorybench.run.request import RunOptions
+from memorybench.run.runner import run
+from memorybench.suites.spec import load_suite
 
 COLUMNS = ("sscd_mem", "clip_gen")
 

@@ -18,8 +18,8 @@ import argparse
 import numpy as np
 import torch
 
-from memorybench.detector import clean_estimate
-from memorybench.pipeline import PipelineAdapter
+from memorybench.model.trajectory import clean_estimate
+from memorybench.model.pipeline import PipelineAdapter
 from memorybench.tinyworld import load_world_data, world_path
 
 TIMESTEPS = (20, 100, 300, 600, 850, 950, 999)

@@ -12,7 +12,7 @@ import re
 import sys
 from pathlib import Path
 
-from .errors import ConfigError, MemorybenchError
+from memorybench.errors import MemorybenchError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
@@ -56,28 +56,38 @@ def device_arg(text: str) -> str:
 
 
 def _load_plugins(args: argparse.Namespace) -> None:
-    from .registry import load_plugin
+    from memorybench.api.registry import load_plugin
 
     for spec in getattr(args, "plugins", None) or []:
         load_plugin(spec)
 
 
+def _write_or_print(text: str, path: str | None, what: str) -> None:
+    """``text`` to the file ``path`` (atomically) when given, else to stdout."""
+    if not path:
+        print(text, end="")
+        return
+    from memorybench.core.io import atomic_write_text
+
+    atomic_write_text(Path(path), text)
+    print(f"{what} written to {path}")
+
+
 # -- list -------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
-    from .registry import DETECTORS, METHODS, METRICS
-
     _load_plugins(args)
     if args.what == "suites":
-        from .suite import list_suites
+        from memorybench.suites.spec import list_suites
 
         for suite in list_suites():
             print(f"{suite.name}\tv{suite.version}\t{suite.description}")
         return 0
-    registry = {"methods": METHODS, "detectors": DETECTORS, "metrics": METRICS}[args.what]
+    registry = _registries()[args.what]
     broken = registry.broken()
     for name in registry.names():
+        source = registry.source(name)
         if name in broken:
-            print(f"{name}\tBROKEN\t{registry._entries[name].source}: {broken[name]}")
+            print(f"{name}\tBROKEN\t{source}: {broken[name]}")
             continue
         try:
             obj = registry.get(name)
@@ -85,10 +95,19 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"{name}\tBROKEN\t{exc}")
             continue
         kind = getattr(obj, "kind", args.what[:-1])
-        source = registry._entries[name].source
         origin = "" if source == "builtin" else f" [{source}]"
-        print(f"{name}\t{kind}\t{getattr(obj, 'description', '')}{origin}")
+        description = getattr(obj, "description", None) or (getattr(obj, "load", None).__doc__ or "").strip().split("\n")[0]
+        print(f"{name}\t{kind}\t{description}{origin}")
     return 0
+
+
+def _registries() -> dict:
+    from memorybench.api.detector import DETECTORS
+    from memorybench.api.method import METHODS
+    from memorybench.api.metric import METRICS
+    from memorybench.suites.data import DATA_SOURCES
+
+    return {"methods": METHODS, "detectors": DETECTORS, "metrics": METRICS, "data-sources": DATA_SOURCES}
 
 
 # -- run --------------------------------------------------------------------------------
@@ -113,59 +132,41 @@ def _print_summary(result: dict) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .config import parse_set_options
-    from .registry import METHODS
-    from .runner import RunOptions, default_output_path, run
-    from .realdata.inputs import parse_data_paths
-    from .suite import load_suite, with_options
+    """Parse the command line once into a run request, run it, report each method."""
+    from memorybench.core.config import parse_set_options
+    from memorybench.realdata.inputs import parse_data_paths
+    from memorybench.run.request import RunOptions, build_run_request
+    from memorybench.run.runner import run_request, summary_lines
 
     _load_plugins(args)
-    suite_options = parse_set_options(args.suite_option)
-    suite = with_options(load_suite(args.suite), suite_options)
-    settings = parse_set_options(args.set)
     options = RunOptions(model_path=args.model, cache_dir=args.cache_dir, device=args.device,
                          dtype=args.dtype, batch_size=args.batch_size, progress=not args.no_progress,
-                         command=["memorybench"] + sys.argv[1:], data_paths=parse_data_paths(args.data),
-                         extra_provenance={"suite_options": suite_options} if suite_options else {})
-    if args.method == "all" or "," in args.method or args.output_dir:
-        return _run_several(args, suite, settings, options)
-    method = METHODS.get(args.method).from_settings(settings)  # validate before any heavy work
-    output = args.output or str(default_output_path(suite, method))
-    options.output = output
-    result = run(suite, args.method, settings, options)
-    if result is None:  # a non-main accelerate shard: the main process reports
-        return 0
-    _print_summary(result)
-    print(f"result written to {output}")
-    return 0
-
-
-def _run_several(args: argparse.Namespace, suite, settings: dict, options) -> int:
-    """``--method all`` or ``a,b,c``: one result per method; go on past failures."""
-    from .multirun import method_names, run_methods, split_settings, summary_lines
-
-    if args.output:
-        raise ConfigError("--output names one file: with several methods use --output-dir DIR")
-    names = method_names(args.method)
-    per_method = split_settings(settings, names)
-    outcomes = run_methods(suite, names, per_method, options, output_dir=args.output_dir, debug=args.debug)
+                         command=["memorybench"] + sys.argv[1:], data_paths=parse_data_paths(args.data))
+    request = build_run_request(args.suite, args.method, parse_set_options(args.set),
+                                parse_set_options(args.suite_option), args.output, args.output_dir, options)
+    outcomes = run_request(request, debug=args.debug)
     for o in outcomes:
         if o.status == "ok" and o.result is not None:
             _print_summary(o.result)
-            print(f"result written to {o.output}\n")
-    print(f"suite {suite.name} v{suite.version}: {len(outcomes)} method(s)")
-    for line in summary_lines(outcomes, list(suite.summary)[:4]):
-        print("  " + line)
-    failed = [o.method for o in outcomes if o.status == "failed"]
-    if failed:
-        print(f"error: {len(failed)} method(s) failed: {', '.join(failed)}", file=sys.stderr)
-        return EXIT_INTERNAL_ERROR
-    return 0
+            print(f"result written to {o.output}" + ("\n" if len(request.methods) > 1 else ""))
+    if len(request.methods) > 1:
+        suite = request.suite
+        print(f"suite {suite.name} v{suite.version}: {len(outcomes)} method(s)")
+        for line in summary_lines(outcomes, list(suite.summary)[:4]):
+            print("  " + line)
+    failed = [o for o in outcomes if o.status == "failed"]
+    if not failed:
+        return 0
+    if len(request.methods) == 1:
+        print(f"error: {failed[0].note}", file=sys.stderr)
+    else:
+        print(f"error: {len(failed)} method(s) failed: {', '.join(o.method for o in failed)}", file=sys.stderr)
+    return EXIT_USER_ERROR if all(o.user_error for o in failed) else EXIT_INTERNAL_ERROR
 
 
 # -- publish / export / report -----------------------------------------------------------
 def cmd_publish(args: argparse.Namespace) -> int:
-    from .leaderboard import publish
+    from memorybench.results.leaderboard import publish
 
     report = publish(args.results, args.leaderboard, suite_name=args.suite)
     for line in report.lines():
@@ -175,8 +176,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .cache import atomic_write_text
-    from .compare import compare_results, load_comparable, render
+    from memorybench.core.io import atomic_write_text
+    from memorybench.results.compare import compare_results, load_comparable, render
 
     def load(path: str, entry: str | None) -> tuple[dict, str]:
         method, _, config = (entry or "").partition("@")
@@ -194,23 +195,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_export_model_index(args: argparse.Namespace) -> int:
-    from .leaderboard import find_entry, load_leaderboard
-    from .model_index import render
+    from memorybench.results.leaderboard import find_entry, load_leaderboard
+    from memorybench.results.model_index import render
 
     entry = find_entry(load_leaderboard(args.leaderboard), args.method, args.config_sha256)
-    text = render(entry, args.format)
-    if args.out:
-        from .cache import atomic_write_text
-
-        atomic_write_text(Path(args.out), text)
-        print(f"model-index written to {args.out}")
-    else:
-        print(text, end="")
+    _write_or_print(render(entry, args.format), args.out, "model-index")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import text_table, write_report
+    from memorybench.results.report import text_table, write_report
 
     page = write_report(args.leaderboard, args.out)
     for line in text_table(args.leaderboard):
@@ -221,7 +215,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 # -- data -------------------------------------------------------------------------------
 def cmd_data_show(args: argparse.Namespace) -> int:
-    from .realdata.show import describe_data_file
+    from memorybench.realdata.show import describe_data_file
 
     for line in describe_data_file(args.file):
         print(line)
@@ -230,9 +224,9 @@ def cmd_data_show(args: argparse.Namespace) -> int:
 
 # -- validate ---------------------------------------------------------------------------
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .config import parse_set_options
-    from .registry import METHODS
-    from .validate import validate_method
+    from memorybench.core.config import parse_set_options
+    from memorybench.api.method import METHODS
+    from memorybench.run.validate import validate_method
 
     _load_plugins(args)
     report = validate_method(METHODS.get(args.name), parse_set_options(args.set))
@@ -247,7 +241,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 # -- new-method -------------------------------------------------------------------------
 def cmd_new_method(args: argparse.Namespace) -> int:
-    from .scaffold import scaffold_method
+    from memorybench.api.scaffold import scaffold_method
 
     folder = scaffold_method(args.name, Path(args.dir), force=args.force)
     print(f"created plugin package in {folder}")
@@ -257,25 +251,18 @@ def cmd_new_method(args: argparse.Namespace) -> int:
 
 # -- schema -----------------------------------------------------------------------------
 def cmd_schema(args: argparse.Namespace) -> int:
-    from .schema import RESULT_SCHEMA
+    from memorybench.results.schema import RESULT_SCHEMA
 
-    text = json.dumps(RESULT_SCHEMA, indent=2) + "\n"
-    if args.write:
-        from .cache import atomic_write_text
-
-        atomic_write_text(Path(args.write), text)
-        print(f"schema written to {args.write}")
-    else:
-        print(text, end="")
+    _write_or_print(json.dumps(RESULT_SCHEMA, indent=2) + "\n", args.write, "schema")
     return 0
 
 
 # -- detect -----------------------------------------------------------------------------
 def cmd_detect(args: argparse.Namespace) -> int:
-    from .config import parse_set_options
-    from .detect import DetectOptions, default_detection_path, format_report, run_detection
-    from .registry import DETECTORS
-    from .suite import load_suite
+    from memorybench.core.config import parse_set_options
+    from memorybench.run.detect import DetectOptions, default_detection_path, format_report, run_detection
+    from memorybench.api.detector import DETECTORS
+    from memorybench.suites.spec import load_suite
 
     _load_plugins(args)
     suite = load_suite(args.suite)
@@ -294,9 +281,15 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 # -- analyze ----------------------------------------------------------------------------
 def cmd_analyze_wanda_masks(args: argparse.Namespace) -> int:
-    from .analysis.wanda_masks import FIGURE_NAME, REPORT_NAME, MaskAnalysisOptions, analyze_wanda_masks, format_table
-    from .config import parse_set_options
-    from .suite import load_suite
+    from memorybench.analysis.wanda_masks import (
+        FIGURE_NAME,
+        REPORT_NAME,
+        MaskAnalysisOptions,
+        analyze_wanda_masks,
+        format_table,
+    )
+    from memorybench.core.config import parse_set_options
+    from memorybench.suites.spec import load_suite
 
     suite = load_suite(args.suite)
     options = MaskAnalysisOptions(subsets=args.subsets, subset_size=args.subset_size, mode=args.mode, seed=args.seed,
@@ -312,11 +305,11 @@ def cmd_analyze_wanda_masks(args: argparse.Namespace) -> int:
 
 # -- tinyworld --------------------------------------------------------------------------
 def cmd_tinyworld_train(args: argparse.Namespace) -> int:
-    from .config import parse_set_options
-    from .tinyworld import world_path
-    from .tinyworld.install import shipped_weights_verdict
-    from .tinyworld.model import TinyWorldConfig
-    from .tinyworld.train import train_tinyworld
+    from memorybench.core.config import parse_set_options
+    from memorybench.tinyworld import world_path
+    from memorybench.tinyworld.install import shipped_weights_verdict
+    from memorybench.tinyworld.model import TinyWorldConfig
+    from memorybench.tinyworld.train import train_tinyworld
 
     # the defaults are the shipped recipe; --set changes single fields (recorded in the manifest)
     config = TinyWorldConfig.from_dict(parse_set_options(args.set))
@@ -331,8 +324,8 @@ def cmd_tinyworld_train(args: argparse.Namespace) -> int:
 
 
 def cmd_tinyworld_install(args: argparse.Namespace) -> int:
-    from .tinyworld import world_path
-    from .tinyworld.install import install_world
+    from memorybench.tinyworld import world_path
+    from memorybench.tinyworld.install import install_world
 
     target = Path(args.target) if args.target else world_path()
     manifest = install_world(Path(args.run), target)
@@ -343,7 +336,7 @@ def cmd_tinyworld_install(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from memorybench import __version__
 
     parser = argparse.ArgumentParser(
         prog="memorybench",
@@ -358,8 +351,23 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--plugins", action="append", metavar="MODULE_OR_FILE.py",
                        help="import unpublished plugin code (repeatable)")
 
-    p = sub.add_parser("list", help="list methods, detectors, metrics or suites")
-    p.add_argument("what", choices=["methods", "detectors", "metrics", "suites"])
+    def command_group(name: str, help_text: str, metavar: str) -> argparse._SubParsersAction:
+        """A command with sub-commands of its own (export, data, analyze, tinyworld)."""
+        group = sub.add_parser(name, help=help_text).add_subparsers(dest=f"{name}_command", metavar=metavar)
+        group.required = True
+        return group
+
+    def model_args(p: argparse.ArgumentParser, dtype: bool = True) -> None:
+        """The model a command loads and where it runs (run, detect, analyze)."""
+        p.add_argument("--model", metavar="PATH", help="local diffusers StableDiffusionPipeline folder")
+        p.add_argument("--device", type=device_arg, default="cpu", help="cpu or cuda[:N]")
+        if dtype:
+            p.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
+                           help="auto: fp32 on CPU, fp16 on GPU")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("list", help="list methods, detectors, metrics, data sources or suites")
+    p.add_argument("what", choices=["methods", "detectors", "metrics", "data-sources", "suites"])
     plugins_arg(p)
     p.set_defaults(func=cmd_list)
 
@@ -368,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", required=True,
                    help="method name (memorybench list methods), a comma list, or 'all' (every built-in)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="method config value (repeatable)")
-    p.add_argument("--model", metavar="PATH", help="local diffusers StableDiffusionPipeline folder")
+    model_args(p)
     p.add_argument("--data", action="append", metavar="KEY=PATH",
                    help="local data the suite reads, e.g. prompts=webster.csv gt_images=DIR (repeatable)")
     p.add_argument("--suite-option", action="append", metavar="KEY=VALUE",
@@ -376,11 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="FILE.json", help="result path (default results/SUITE/METHOD-CFG.json)")
     p.add_argument("--output-dir", metavar="DIR", help="folder for one result per method (default results/SUITE)")
     p.add_argument("--cache-dir", metavar="DIR", help="generation cache (default ~/.cache/memorybench)")
-    p.add_argument("--device", type=device_arg, default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
-                   help="auto: fp32 on CPU, fp16 on GPU")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     plugins_arg(p)
     p.set_defaults(func=cmd_run)
 
@@ -399,9 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("export", help="export a leaderboard entry in another format")
-    ex = p.add_subparsers(dest="export_command", metavar="FORMAT")
-    ex.required = True
+    ex = command_group("export", "export a leaderboard entry in another format", "FORMAT")
     e = ex.add_parser("model-index", help="Hugging Face model card metadata (model-index) for one entry")
     e.add_argument("--leaderboard", required=True, metavar="FILE.json")
     e.add_argument("--method", required=True)
@@ -431,9 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write", metavar="PATH")
     p.set_defaults(func=cmd_schema)
 
-    p = sub.add_parser("data", help="inspect local data files before a run")
-    dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
-    dsub.required = True
+    dsub = command_group("data", "inspect local data files before a run", "SUBCOMMAND")
     d = dsub.add_parser("show", help="format, prompt count, prompts per label and sha256 of a data file")
     d.add_argument("file", help="a Webster-500 prompt file (Wen's JSONL or NeMo's CSV) or a COCO captions JSON")
     d.set_defaults(func=cmd_data_show)
@@ -442,19 +442,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", required=True, help="suite name or YAML file (needs prompt sets memorized and general)")
     p.add_argument("--detector", required=True, help="detector name (memorybench list detectors)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="detector config value (repeatable)")
-    p.add_argument("--model", metavar="PATH", help="local diffusers StableDiffusionPipeline folder")
+    model_args(p)
     p.add_argument("--output", metavar="FILE.json", help="report path (default results/SUITE/detect-NAME-CFG.json)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N prompts of each set (quick checks)")
-    p.add_argument("--device", type=device_arg, default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
     p.add_argument("--batch-size", type=int, default=8, help="prompts per detector call")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     plugins_arg(p)
     p.set_defaults(func=cmd_detect)
 
-    p = sub.add_parser("analyze", help="analyses of methods (e.g. overlap of Wanda masks across prompt subsets)")
-    asub = p.add_subparsers(dest="analyze_command", metavar="ANALYSIS")
-    asub.required = True
+    asub = command_group("analyze", "analyses of methods (e.g. overlap of Wanda masks across prompt subsets)", "ANALYSIS")
     a = asub.add_parser("wanda-masks", help="pairwise IoU and density of wanda-prune masks from memorized prompt subsets")
     a.add_argument("--suite", required=True)
     a.add_argument("--subsets", type=int, default=5, help="number of memorized prompt subsets (>= 2)")
@@ -465,14 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--set", action="append", metavar="KEY=VALUE", help="wanda-prune config value (repeatable)")
     a.add_argument("--no-control", action="store_true", help="skip the general-prompt control mask")
     a.add_argument("--out", required=True, metavar="DIR", help="folder for wanda-masks.json and the heatmap PNG")
-    a.add_argument("--model", metavar="PATH", help="local diffusers StableDiffusionPipeline folder")
-    a.add_argument("--device", type=device_arg, default="cpu", help="cpu or cuda[:N]")
-    a.add_argument("--no-progress", action="store_true")
+    model_args(a, dtype=False)
     a.set_defaults(func=cmd_analyze_wanda_masks)
 
-    p = sub.add_parser("tinyworld", help="the embedded tiny world")
-    tw = p.add_subparsers(dest="tinyworld_command", metavar="SUBCOMMAND")
-    tw.required = True
+    tw = command_group("tinyworld", "the embedded tiny world", "SUBCOMMAND")
     t = tw.add_parser("train", help="train the tiny world from scratch (CPU, under an hour)")
     t.add_argument("--out", required=True)
     t.add_argument("--set", action="append", metavar="KEY=VALUE",

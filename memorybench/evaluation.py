@@ -1,52 +1,11 @@
-"""The metric plugin API: a metric reads a finished run's images and returns values.
+"""Old import path, kept for published plugins: the code lives in :mod:`memorybench.api.metric`."""
 
-Metrics never generate: the runner generates (through the cache) first, then hands every
-metric the same ``RunView``. A metric returns ``{column_name: MetricValue}``; the suite
-says which columns are leaderboard (summary) columns.
-"""
+from memorybench.api.metric import (
+    METRICS,
+    Metric,
+    RunView,
+    check_metric_class,
+    register_metric,
+)
 
-from __future__ import annotations
-
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
-
-import numpy as np
-
-from .metrics.base import MetricValue
-
-if TYPE_CHECKING:
-    from .pipeline import PipelineAdapter
-    from .suite import Suite, SuiteData
-
-
-@dataclass
-class RunView:
-    suite: "Suite"
-    data: "SuiteData"
-    # prompt set name -> prompt -> images (seeds, H, W, 3) uint8, seeds in suite order
-    images: dict[str, dict[str, np.ndarray]]
-    pipe: "PipelineAdapter | None" = None
-    cache_dir: Path | None = None
-    progress: bool = True
-    calibration: dict[str, Any] = field(default_factory=dict)  # metrics may record floors here
-
-    def stacked(self, prompt_set: str) -> tuple[list[str], np.ndarray]:
-        """Prompts and images (prompts, seeds, H, W, 3) of one prompt set."""
-        prompts = list(self.images[prompt_set])
-        return prompts, np.stack([self.images[prompt_set][p] for p in prompts])
-
-
-class Metric:
-    name: ClassVar[str] = ""
-    description: ClassVar[str] = ""
-
-    def compute(self, run: RunView) -> dict[str, MetricValue]:
-        raise NotImplementedError
-
-
-def check_metric_class(cls: Any) -> None:
-    if not (isinstance(cls, type) and issubclass(cls, Metric)):
-        raise TypeError(f"{cls!r} is not a memorybench Metric subclass")
-    if not cls.name:
-        raise TypeError(f"{cls.__name__} has no name")
+__all__ = ["METRICS", "Metric", "RunView", "check_metric_class", "register_metric"]

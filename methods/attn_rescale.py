@@ -7,10 +7,9 @@ token (position 0) by ``c1``, which pulls attention back to BOS, and masks atten
 padding tokens after the prompt's first EOS. The unconditional branch and later steps use
 the model's own attention processor unchanged.
 
-It works only through ``attn2`` (cross-attention) processors. The prompt lengths come from
-the ``prompt_embeds`` hook, which sees each batch's prompts before the denoising loop;
-the processors read the step index and the CFG layout (``[uncond; cond]``) from
-``pipe.state``.
+It works only through ``attn2`` (cross-attention) processors. The processors read the
+batch's prompts (for the padding mask), the step index and the CFG layout
+(``[uncond; cond]``) from ``pipe.state``.
 
 Defaults: c1 = 1.25 and padding masked, from the authors' inference-time mitigation
 command (renjie3/MemAttn ``local_cmd_inference_time_mitigation.sh``: ``--c1 1.25
@@ -39,8 +38,8 @@ from dataclasses import dataclass
 
 import torch
 
-from memorybench.method import Method
-from memorybench.registry import register_method
+from memorybench.api.method import Method
+from memorybench.api.method import register_method
 
 
 @dataclass
@@ -62,21 +61,34 @@ def prompt_token_counts(tokenizer, prompts: list[str]) -> list[int]:
     return [len(x) for x in ids]
 
 
-class _BatchPrompts:
-    """What the processors need to know about the batch being sampled."""
+class PromptTokenMask:
+    """Which tokens the conditional branch may attend to, for the batch in ``pipe.state``:
+    (B, L) bool, True up to each prompt's first EOS. Computed once per batch of prompts."""
 
-    def __init__(self) -> None:
-        self.keep: torch.Tensor | None = None  # (B, L) bool: tokens the conditional branch may attend to
+    def __init__(self, tokenizer, state) -> None:
+        self.tokenizer, self.state = tokenizer, state
+        self._prompts: tuple[str, ...] | None = None
+        self._keep: torch.Tensor | None = None
+
+    def keep(self, n_tokens: int) -> torch.Tensor | None:
+        prompts = tuple(self.state.prompts)
+        if not prompts:
+            return None
+        if prompts != self._prompts:
+            positions = torch.arange(n_tokens)
+            self._keep = torch.stack([positions < n for n in prompt_token_counts(self.tokenizer, list(prompts))])
+            self._prompts = prompts
+        return self._keep
 
 
 class RescaledCrossAttention:
     """An ``attn2`` processor: BOS logit x c1 and padding masked in the conditional half of
     the CFG batch at early steps; anything else goes to the wrapped processor."""
 
-    def __init__(self, original, state, batch: _BatchPrompts, config: AttentionRescaleConfig):
+    def __init__(self, original, state, token_mask: PromptTokenMask, config: AttentionRescaleConfig):
         self.original = original
-        self.state = state  # pipe.state (memorybench.sampling.SamplingState)
-        self.batch = batch
+        self.state = state  # pipe.state (memorybench.model.sampling.SamplingState)
+        self.token_mask = token_mask
         self.config = config
 
     def active(self, batch_size: int) -> bool:
@@ -128,8 +140,8 @@ class RescaledCrossAttention:
         if attention_mask is not None:
             mask = attn.prepare_attention_mask(attention_mask, n_tokens, b)  # (b*h, q or 1, k)
             logits = logits + mask.view(b, heads, -1, n_tokens).float()
-        keep = self.batch.keep
-        if self.config.mask_padding and keep is not None and keep.shape == (b, n_tokens):
+        keep = self.token_mask.keep(n_tokens) if self.config.mask_padding else None
+        if keep is not None and keep.shape == (b, n_tokens):
             logits = logits.masked_fill(~keep.to(logits.device)[:, None, None, :], float("-inf"))
         probs = logits.softmax(dim=-1).to(value.dtype)
         hidden_states = (probs @ value).transpose(1, 2).reshape(b, -1, heads * value.shape[-1])
@@ -153,20 +165,8 @@ class AttentionRescale(Method):
                  "Cross Attention, ECCV 2024; code renjie3/MemAttn: --c1 1.25 --cross_attn_mask, every step "
                  "(MemBench: c1 = 1.1)")
 
-    def __init__(self, config=None):
-        super().__init__(config)
-        self._batch = _BatchPrompts()
-
     def attention_processors(self, pipe):
         current = pipe.unet.attn_processors
-        return {key: RescaledCrossAttention(current[key], pipe.state, self._batch, self.config)
+        token_mask = PromptTokenMask(pipe.tokenizer, pipe.state)
+        return {key: RescaledCrossAttention(current[key], pipe.state, token_mask, self.config)
                 for key in pipe.attn2_processor_keys()}
-
-    def prompt_embeds(self, pipe, cond, uncond, latents, settings, prompts):
-        counts = prompt_token_counts(pipe.tokenizer, prompts)
-        positions = torch.arange(cond.shape[1])
-        self._batch.keep = torch.stack([positions < n for n in counts])
-        return cond
-
-    def remove(self, pipe, ctx) -> None:
-        self._batch.keep = None

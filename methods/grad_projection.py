@@ -40,11 +40,11 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from memorybench.method import Method, MethodContext, TrainingHook
-from memorybench.registry import register_method
+from memorybench.api.method import Method, MethodContext, TrainingHook
+from memorybench.api.method import register_method
 
 if TYPE_CHECKING:
-    from memorybench.finetune import FinetuneJob
+    from memorybench.api.method import FinetuneJob
 
 LAYER_CHOICES = ("linear", "linear+conv")
 

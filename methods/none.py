@@ -1,7 +1,7 @@
 """``none``: no mitigation, the baseline every method is measured against."""
 
-from memorybench.method import Method
-from memorybench.registry import register_method
+from memorybench.api.method import Method
+from memorybench.api.method import register_method
 
 
 @register_method()

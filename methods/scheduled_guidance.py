@@ -29,8 +29,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from memorybench.method import Method
-from memorybench.registry import register_method
+from memorybench.api.method import Method
+from memorybench.api.method import register_method
 
 
 @dataclass

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from memorybench.method import Method
-from memorybench.registry import register_method
+from memorybench.api.method import Method
+from memorybench.api.method import register_method
 
 REFERENCE = ("Somepalli et al. 2023, Understanding and Mitigating Copying in Diffusion Models (NeurIPS); "
              "defaults from the authors' code somepago/DCR sd_mitigation.py (rand_aug_repeats=4, "

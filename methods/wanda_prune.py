@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from memorybench.errors import ConfigError
-from memorybench.method import Method, MethodContext
-from memorybench.registry import register_method
+from memorybench.api.method import Method, MethodContext
+from memorybench.api.method import register_method
 
 
 @dataclass

@@ -42,8 +42,8 @@ from dataclasses import dataclass
 
 import torch
 
-from memorybench.method import Method
-from memorybench.registry import register_method
+from memorybench.api.method import Method
+from memorybench.api.method import register_method
 
 WEN_TARGET_LOSS = 3.0  # Wen's --optim_target_loss, norm over 4 images x 4x64x64
 WEN_TARGET_RMS = WEN_TARGET_LOSS / math.sqrt(4 * 4 * 64 * 64)  # 0.01171875
@@ -66,12 +66,10 @@ class WenEmbeddingOptConfig:
 
 def text_noise_norms(pipe, latents: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, t, scheduler) -> torch.Tensor:
     """Per image ``||eps(x, cond) - eps(x, uncond)||_2`` (differentiable in ``cond``)."""
-    model_in = scheduler.scale_model_input(torch.cat([latents, latents]), t)
-    out = pipe.unet(model_in, t, encoder_hidden_states=torch.cat([uncond, cond])).sample
-    out_u, out_c = out.chunk(2)
+    pred = pipe.cfg_prediction(latents, t, cond, uncond, scheduler)
     # the difference in noise-prediction units (the same latents under both halves)
-    x_in = model_in[: latents.shape[0]]
-    diff = pipe.to_epsilon(out_c, x_in, t, scheduler) - pipe.to_epsilon(out_u, x_in, t, scheduler)
+    x_in = pred.model_input
+    diff = pipe.to_epsilon(pred.cond, x_in, t, scheduler) - pipe.to_epsilon(pred.uncond, x_in, t, scheduler)
     return diff.float().flatten(1).norm(dim=1)
 
 

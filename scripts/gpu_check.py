@@ -12,8 +12,8 @@ import time
 import numpy as np
 import torch
 
-from memorybench.method import Method, apply_method
-from memorybench.pipeline import PipelineAdapter, SamplerSettings
+from memorybench.api.method import Method, apply_method
+from memorybench.model.pipeline import PipelineAdapter, SamplerSettings
 
 
 class HalveFFN(Method):

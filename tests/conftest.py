@@ -8,7 +8,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def dummy_pipe():
-    from memorybench.pipeline import PipelineAdapter
+    from memorybench.model.pipeline import PipelineAdapter
 
     return PipelineAdapter.dummy(seed=0)
 

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 
 from memorybench.cli import main
-from memorybench.compare import compare_results, load_comparable
+from memorybench.results.compare import compare_results, load_comparable
 from memorybench.errors import ConfigError, ValidationError
-from memorybench.leaderboard import publish
+from memorybench.results.leaderboard import publish
 from memorybench.metrics.stats import bootstrap_ci
-from memorybench.runner import RunOptions, run
-from memorybench.suite import load_suite
+from memorybench.run.request import RunOptions
+from memorybench.run.runner import run
+from memorybench.suites.spec import load_suite
 
 
 @pytest.fixture(scope="module")

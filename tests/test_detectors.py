@@ -11,12 +11,14 @@ import torch
 
 from memorybench import DETECTORS
 from memorybench.cli import main
-from memorybench.detect import DetectOptions, UNetCallCounter, detection_prompts, run_detection
-from memorybench.detector import Detector, capture_processors, early_trajectory
+from memorybench.run.detect import DetectOptions, UNetCallCounter, detection_prompts, run_detection
+from memorybench.api.detector import Detector
+from memorybench.model.hooks import installed_processors
+from memorybench.model.trajectory import early_trajectory
 from memorybench.detectors.ren_entropy import AttentionProbe, entropy
 from memorybench.metrics.stats import auroc
-from memorybench.registry import Registry
-from memorybench.suite import load_suite
+from memorybench.api.registry import Registry
+from memorybench.suites.spec import load_suite
 
 N_PROMPTS = 4  # per class: keeps the file fast; the full figures come from `memorybench detect`
 # Deterministic (fixed seeds); below each detector's full-set figure in the README.
@@ -30,7 +32,8 @@ def suite():
 
 @pytest.fixture(scope="module")
 def world(suite):
-    from memorybench.runner import RunOptions, load_model
+    from memorybench.run.request import RunOptions
+    from memorybench.run.runner import load_model
 
     return load_model(suite, RunOptions())
 
@@ -89,7 +92,7 @@ def test_attention_probe_leaves_unet_output_bit_identical(world, suite, prompts)
     sink: list = []
     current = world.unet.attn_processors
     probes = {k: AttentionProbe(current[k], world, 2, sink) for k in world.attn2_processor_keys()}
-    with capture_processors(world, probes):
+    with installed_processors(world, probes):
         probed = [r.eps_guided.clone() for r in early_trajectory(world, prompts[0][:2], [0], suite.sampler, 2)]
     assert all(torch.equal(a, b) for a, b in zip(plain, probed))
     assert len(sink) == 2 * len(probes)  # every attn2 layer at both steps
@@ -98,18 +101,18 @@ def test_attention_probe_leaves_unet_output_bit_identical(world, suite, prompts)
     assert torch.allclose(dist.sum(dim=1), torch.ones(2), atol=1e-5)
 
 
-def test_capture_processors_restores_on_error_and_rejects_self_attention(world):
+def test_installed_processors_restores_on_error_and_rejects_self_attention(world):
     before = _processor_ids(world)
     key = world.attn2_processor_keys()[0]
     with pytest.raises(RuntimeError):
-        with capture_processors(world, {key: world.unet.attn_processors[key]}):
+        with installed_processors(world, {key: world.unet.attn_processors[key]}):
             raise RuntimeError("boom")
     assert _processor_ids(world) == before
     self_attn = next(k for k in world.unet.attn_processors if ".attn1." in k)
     from memorybench.errors import ConfigError
 
     with pytest.raises(ConfigError, match="non-cross-attention"):
-        with capture_processors(world, {self_attn: object()}):
+        with installed_processors(world, {self_attn: object()}):
             pass
     assert _processor_ids(world) == before
 
@@ -144,7 +147,7 @@ def test_overestimation_components_and_selectable_score(world, suite, prompts):
 
 
 def test_registry_rejects_malformed_detectors():
-    from memorybench.registry import _check_detector
+    from memorybench.api.registry import _check_detector
 
     reg = Registry(kind="detector", group="memorybench.test-none", validator=_check_detector)
 

@@ -184,7 +184,7 @@ def test_tinyworld_calibration_on_a_fake_world():
 
 
 def _fake_run(rng, n_mem=3, n_gen=3, seeds=6):
-    from memorybench.evaluation import RunView
+    from memorybench.api.metric import RunView
 
     train = np.concatenate([_noise(rng, n_mem, 64), _noise(rng, 6, 64)])
     caps = [f"m{i}" for i in range(n_mem)] + ["a", "a", "b", "b", "c", "d"]
@@ -203,7 +203,7 @@ def _fake_run(rng, n_mem=3, n_gen=3, seeds=6):
 
 
 def test_extraction_plugin_on_a_hand_built_run():
-    from memorybench.metric_plugins.extraction import ExtractionAttack
+    from memorybench.metrics.plugins.extraction import ExtractionAttack
 
     run = _fake_run(np.random.default_rng(10))
     metric = ExtractionAttack()

@@ -11,11 +11,14 @@ import torch
 
 from memorybench import METHODS
 from memorybench.errors import ConfigError, DataError
-from memorybench.finetune import FinetuneJob, FinetuneRecipe, FinetuneSet, SuiteFinetune
-from memorybench.method import MethodContext
+from memorybench.api.method import FinetuneJob
+from memorybench.suites.finetune import FinetuneRecipe, FinetuneSet
+from memorybench.run.finetune import SuiteFinetune
+from memorybench.api.method import MethodContext
 from memorybench.methods.grad_projection import GradientProjection, energy_basis
-from memorybench.pipeline import PipelineAdapter
-from memorybench.suite import load_suite_data, suite_from_dict
+from memorybench.model.pipeline import PipelineAdapter
+from memorybench.suites.data import load_suite_data
+from memorybench.suites.spec import suite_from_dict
 
 PROTECTED = ["a photo of a red cat", "a painting of a blue house"]
 GENERAL = [f"a {c} {o} in the {p}" for c in ("green", "yellow", "black") for o in ("dog", "tree")
@@ -170,7 +173,7 @@ def test_weights_restored_when_the_fine_tune_fails(pipe, tmp_path):
 
 
 def test_validate_runs_a_training_method_inside_a_fine_tune():
-    from memorybench.validate import validate_method
+    from memorybench.run.validate import validate_method
 
     report = validate_method(METHODS.get("grad-projection"), {"energy": 0.99})
     assert report.ok, report.lines()
@@ -197,8 +200,9 @@ def test_projection_keeps_the_protected_images_from_being_learned(pipe, tmp_path
 
 # -- suites -----------------------------------------------------------------------------
 def test_training_method_on_a_suite_without_fine_tune_is_refused(tmp_path):
-    from memorybench.runner import RunOptions, run
-    from memorybench.suite import load_suite
+    from memorybench.run.request import RunOptions
+    from memorybench.run.runner import run
+    from memorybench.suites.spec import load_suite
 
     with pytest.raises(ConfigError, match="fine-tunes"):
         run(load_suite("smoke-v1"), "grad-projection", {}, RunOptions(cache_dir=str(tmp_path), progress=False))
@@ -206,7 +210,7 @@ def test_training_method_on_a_suite_without_fine_tune_is_refused(tmp_path):
 
 @pytest.mark.slow  # builds the tiny world's 3,000 training images (tens of seconds on 2 busy cores)
 def test_tinyworld_finetune_suite_data():
-    from memorybench.suite import load_suite
+    from memorybench.suites.spec import load_suite
 
     suite = load_suite("finetune-dup-v1")
     data = load_suite_data(suite)
@@ -291,7 +295,8 @@ def test_folder_source_says_what_is_missing(tmp_path):
 def test_folder_suite_runs_end_to_end_with_a_cached_fine_tune(tmp_path):
     """The SD recipe's path on tiny synthetic data: fine-tune the (dummy) model, generate,
     score SSCD to the protected images and CLIP; a second run reuses everything."""
-    from memorybench.runner import RunOptions, run
+    from memorybench.run.request import RunOptions
+    from memorybench.run.runner import run
     from memorybench.tinyworld import world_path
 
     _write_folder(tmp_path / "imgs", PROTECTED + GENERAL[:4])
@@ -317,7 +322,7 @@ def test_projection_on_the_tiny_world_keeps_generations_off_the_protected_photos
     at its defaults they stay at least 30% further. Relative to the plain fine-tune,
     measured in the same test."""
     from memorybench.metrics.sscd import SSCDEmbedder
-    from memorybench.suite import load_suite
+    from memorybench.suites.spec import load_suite
     from memorybench.tinyworld import world_path
 
     suite = load_suite("finetune-dup-v1")

@@ -9,11 +9,12 @@ import yaml
 
 from memorybench.cli import main
 from memorybench.errors import ConfigError, ValidationError
-from memorybench.leaderboard import Rejected, load_leaderboard, publish, thumbnail_path
-from memorybench.model_index import model_index
-from memorybench.report import write_report
-from memorybench.runner import RunOptions, run
-from memorybench.suite import load_suite
+from memorybench.results.leaderboard import Rejected, load_leaderboard, publish, thumbnail_path
+from memorybench.results.model_index import model_index
+from memorybench.results.report import write_report
+from memorybench.run.request import RunOptions
+from memorybench.run.runner import run
+from memorybench.suites.spec import load_suite
 
 
 def _run(folder, cache, method="none", settings=None, name=None):
@@ -243,13 +244,13 @@ def test_shipped_leaderboards_match_the_current_suites_and_defaults(board_name):
     """The shipped boards must be what `scripts/main.sh` reproduces: current suite, default configs."""
     from pathlib import Path
 
-    from memorybench.registry import METHODS
+    from memorybench.api.method import METHODS
 
     board = load_leaderboard(Path(__file__).parent.parent / "leaderboards" / f"{board_name}.json")
     suite = load_suite(board["suite"]["name"])
     assert (board["suite"]["version"], board["suite"]["sha256"]) == (suite.version, suite.sha256())
     assert board["entries"]
-    from memorybench.pipeline import folder_weights_sha256
+    from memorybench.model.pipeline import folder_weights_sha256
     from memorybench.tinyworld import world_path
 
     shipped_weights = folder_weights_sha256(world_path() / "pipeline")
@@ -260,7 +261,7 @@ def test_shipped_leaderboards_match_the_current_suites_and_defaults(board_name):
 
 
 def test_report_per_prompt_table_shows_each_prompts_value():
-    from memorybench.report import _per_prompt_table
+    from memorybench.results.report import _per_prompt_table
 
     def entry(method, per):
         metric = {"higher_is_better": False, **({"per_prompt": per} if per is not None else {})}

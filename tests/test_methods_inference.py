@@ -16,15 +16,15 @@ import pytest
 import torch
 
 from memorybench import METHODS
-from memorybench.method import MethodContext, apply_method
-from memorybench.methods.attn_rescale import RescaledCrossAttention, _BatchPrompts, AttentionRescaleConfig
+from memorybench.api.method import MethodContext, apply_method
+from memorybench.methods.attn_rescale import AttentionRescaleConfig, PromptTokenMask, RescaledCrossAttention
 from memorybench.methods.scheduled_guidance import ScheduledGuidanceConfig, scheduled_scale
 from memorybench.methods.token_perturbation import insert_words, perturbation_rng
 from memorybench.methods.wen_embedding_opt import WenEmbeddingOptConfig, optimise_embeddings, text_noise_norms
 from memorybench.metrics.sscd import SSCDEmbedder
-from memorybench.pipeline import PipelineAdapter, SamplerSettings
+from memorybench.model.pipeline import PipelineAdapter, SamplerSettings
 from memorybench.tinyworld import load_world_data, world_path
-from memorybench.validate import validate_method
+from memorybench.run.validate import validate_method
 
 INFERENCE_METHODS = ["wen-embedding-opt", "rta", "rna", "gni", "attn-rescale", "scheduled-guidance"]
 SETTINGS = SamplerSettings(sampler="ddim", steps=10, guidance=3.0)  # the suite's guidance; fewer steps keep the file fast
@@ -157,11 +157,36 @@ def _cross_attention(world):
     return pipe, module, pipe.unet.attn_processors[key]
 
 
+class _FixedMask:
+    """A token mask that ignores the prompts (the algebra below sets it by hand)."""
+
+    def __init__(self, keep):
+        self._keep = keep
+
+    def keep(self, n_tokens):
+        return self._keep
+
+
 def _rescaled(pipe, original, config, keep=None, batch=2, step=0):
     pipe.state.num_steps, pipe.state.batch_size, pipe.state.cfg, pipe.state.step_index = 10, batch, True, step
-    prompts = _BatchPrompts()
-    prompts.keep = keep
-    return RescaledCrossAttention(original, pipe.state, prompts, config)
+    return RescaledCrossAttention(original, pipe.state, _FixedMask(keep), config)
+
+
+def test_token_mask_follows_the_batch_prompts_in_the_sampling_state(world):
+    """The padding mask comes from the prompts the loop put in ``pipe.state``: True up to and
+    including each prompt's first EOS, recomputed when the batch changes."""
+    pipe = world["pipe"]
+    mask = PromptTokenMask(pipe.tokenizer, pipe.state)
+    long, short = world["prompts"][0], "a"
+    pipe.state.begin([long, short], [0, 0], 10)
+    keep = mask.keep(pipe.tokenizer.model_max_length)
+    ids = pipe.tokenizer([long, short], truncation=True, max_length=pipe.tokenizer.model_max_length).input_ids
+    assert keep.shape == (2, pipe.tokenizer.model_max_length)
+    assert keep.sum(dim=1).tolist() == [len(x) for x in ids] and keep[:, 0].all()
+    pipe.state.begin([short], [0], 10)
+    assert mask.keep(pipe.tokenizer.model_max_length).shape[0] == 1
+    pipe.state.begin([], [], 10)
+    assert mask.keep(pipe.tokenizer.model_max_length) is None
 
 
 def test_attention_processor_algebra(world):

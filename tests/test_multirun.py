@@ -5,11 +5,12 @@ import json
 import pytest
 
 from memorybench.cli import main
-from memorybench.cost import PROBE_REPEATS
+from memorybench.run.cost import PROBE_REPEATS
 from memorybench.errors import ConfigError
-from memorybench.multirun import method_names, split_settings, suite_fine_tunes
-from memorybench.runner import RunOptions, run
-from memorybench.suite import load_suite, suite_from_dict
+from memorybench.run.request import parse_method_list, split_settings
+from memorybench.run.request import RunOptions
+from memorybench.run.runner import run
+from memorybench.suites.spec import load_suite
 
 PLUGIN = '''
 from dataclasses import dataclass
@@ -60,20 +61,19 @@ def plugin(tmp_path):
 
 
 def test_method_lists_and_settings():
-    names = method_names("all")
+    names = parse_method_list("all")
     assert names[0] == "none" and {"wanda-prune", "grad-projection", "attn-rescale"} <= set(names)
-    assert method_names("wanda-prune, none") == ["none", "wanda-prune"]
+    assert parse_method_list("wanda-prune, none") == ["none", "wanda-prune"]
     with pytest.raises(ConfigError, match="more than once"):
-        method_names("none,none")
+        parse_method_list("none,none")
     with pytest.raises(Exception, match="unknown method 'wanda-prun'.*Did you mean 'wanda-prune'"):
-        method_names("none,wanda-prun")
+        parse_method_list("none,wanda-prun")
     per = split_settings({"wanda-prune:sparsity": 0.02}, ["none", "wanda-prune"])
     assert per == {"none": {}, "wanda-prune": {"sparsity": 0.02}}
     with pytest.raises(ConfigError, match="name the method"):
         split_settings({"sparsity": 0.02}, ["none", "wanda-prune"])
-    assert not suite_fine_tunes(load_suite("tinyworld-v1")) and not suite_fine_tunes(load_suite("smoke-v1"))
-    spec = {**load_suite("smoke-v1").to_dict(), "name": "ft", "data": "finetune-dup"}
-    assert suite_fine_tunes(suite_from_dict(spec))
+    assert not load_suite("tinyworld-v1").fine_tunes and not load_suite("smoke-v1").fine_tunes
+    assert load_suite("finetune-dup-v1").fine_tunes
 
 
 def test_run_several_methods_goes_on_past_a_failure(tmp_path, plugin, capsys):
@@ -102,7 +102,8 @@ def test_output_with_several_methods_is_refused(tmp_path, capsys):
 
 
 def test_cost_against_none_is_measured_in_the_run(tmp_path, plugin):
-    from memorybench.registry import METHODS, load_plugin
+    from memorybench.api.method import METHODS
+    from memorybench.api.registry import load_plugin
 
     load_plugin(plugin)
     slow = METHODS.get("test-slow")

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from memorybench.cache import GenerationCache, GenerationKey
+from memorybench.run.cache import GenerationCache, GenerationKey
 from memorybench.errors import ModelError
-from memorybench.pipeline import PipelineAdapter, SamplerSettings
+from memorybench.model.pipeline import PipelineAdapter, SamplerSettings
 
 SETTINGS = SamplerSettings(sampler="ddim", steps=4, guidance=7.5, height=32, width=32)
 PROMPTS = ["a red cat", "an old city street at night", "a photo of a boat", "a green tree"]

@@ -17,7 +17,8 @@ from memorybench.metrics.copy_aggregation import copy_aggregations, mad, median_
 from memorybench.realdata.coco import read_coco_captions
 from memorybench.realdata.gt_images import GroundTruthFolder
 from memorybench.realdata.webster import NEMO_CSV, WEN_JSONL, read_webster
-from memorybench.suite import SuiteData, load_suite, load_suite_data, with_options
+from memorybench.suites.data import SuiteData, load_suite_data
+from memorybench.suites.spec import load_suite, with_options
 
 HEADER = ";Caption;URL;type;mean_sscd;max_sscd;Index"
 # (caption, LAION index, label): a ';' and doubled quotes inside captions, as in the real CSV
@@ -297,7 +298,7 @@ def test_webster_suite_end_to_end_with_a_copied_ground_truth(tmp_path):
     others get unrelated images. Run through the CLI with both file formats."""
     from PIL import Image
 
-    from memorybench.pipeline import PipelineAdapter, SamplerSettings
+    from memorybench.model.pipeline import PipelineAdapter, SamplerSettings
 
     # the runner makes all 9 images in one batch, in (prompt, seed) order: make the same batch
     pipe = PipelineAdapter.from_folder(WORLD / "pipeline")
@@ -360,8 +361,8 @@ def test_webster_run_without_model_folder_is_one_line(tmp_path, capsys):
 def test_extraction_plugin_flags_and_verifies_a_copied_ground_truth(tmp_path):
     import types
 
-    from memorybench.evaluation import RunView
-    from memorybench.metric_plugins.webster_extraction import WebsterExtraction
+    from memorybench.api.metric import RunView
+    from memorybench.metrics.plugins.webster_extraction import WebsterExtraction
     from memorybench.realdata.gt_images import read_rgb
     from memorybench.realdata.webster import WebsterRecord
 
@@ -391,8 +392,8 @@ def test_copy_plugin_uses_the_preset_checkpoint_file(tmp_path):
 
     import torch
 
-    from memorybench.evaluation import RunView
-    from memorybench.metric_plugins.webster_copy import WebsterCopy
+    from memorybench.api.metric import RunView
+    from memorybench.metrics.plugins.webster_copy import WebsterCopy
     from memorybench.realdata.gt_images import read_rgb
     from memorybench.realdata.webster import WebsterRecord
 
@@ -424,8 +425,8 @@ def test_clip_plugin_averages_per_prompt_then_per_label(monkeypatch):
     import types
 
     import memorybench.realdata.metric_models as metric_models
-    from memorybench.evaluation import RunView
-    from memorybench.metric_plugins.clip_score import ClipScore
+    from memorybench.api.metric import RunView
+    from memorybench.metrics.plugins.clip_score import ClipScore
 
     class MeanPixelScorer:  # a stand-in CLIP whose score is known: mean pixel / 255
         implementation = "stub"

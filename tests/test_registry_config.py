@@ -6,9 +6,9 @@ from typing import Literal
 import pytest
 
 from memorybench import METHODS, Method
-from memorybench.config import config_from_dict, config_sha256, config_to_dict, parse_set_options
+from memorybench.core.config import config_from_dict, config_sha256, config_to_dict, parse_set_options
 from memorybench.errors import ConfigError, PluginError, UnknownNameError
-from memorybench.registry import Registry, load_plugin
+from memorybench.api.registry import Registry, load_plugin
 
 
 def test_builtin_none_is_listed_and_resolves():

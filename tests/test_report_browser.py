@@ -10,10 +10,11 @@ import shutil
 
 import pytest
 
-from memorybench.leaderboard import publish
-from memorybench.report import write_report
-from memorybench.runner import RunOptions, run
-from memorybench.suite import load_suite
+from memorybench.results.leaderboard import publish
+from memorybench.results.report import write_report
+from memorybench.run.request import RunOptions
+from memorybench.run.runner import run
+from memorybench.suites.spec import load_suite
 
 INSTALL_HINT = "apt-get install -y chromium chromium-driver (.ci/run does this) and pip install selenium"
 

@@ -6,11 +6,12 @@ import math
 import pytest
 
 from memorybench.errors import ValidationError
-from memorybench.pipeline import PipelineAdapter
-from memorybench.results import read_result, validate_result, write_result
-from memorybench.runner import RunOptions, run
-from memorybench.schema import RESULT_SCHEMA
-from memorybench.suite import load_suite
+from memorybench.model.pipeline import PipelineAdapter
+from memorybench.results.record import read_result, validate_result, write_result
+from memorybench.run.request import RunOptions
+from memorybench.run.runner import run
+from memorybench.results.schema import RESULT_SCHEMA
+from memorybench.suites.spec import load_suite
 
 
 def _run(tmp_path, cache_dir, name="r.json", method="none", settings=None, **kw):
@@ -111,7 +112,7 @@ def test_provenance_commit_is_the_source_state_when_the_run_started(monkeypatch)
     """A commit made while a long run is going must not be credited to that run's results."""
     import subprocess
 
-    from memorybench import provenance
+    from memorybench.core import provenance
 
     provenance.memorybench_commit.cache_clear()
     monkeypatch.setattr(provenance, "distribution", lambda name: (_ for _ in ()).throw(provenance.PackageNotFoundError()))
@@ -136,7 +137,7 @@ def test_provenance_commit_is_the_source_state_when_the_run_started(monkeypatch)
 def test_dirty_means_uncommitted_source_not_result_files(tmp_path):
     import subprocess
 
-    from memorybench.provenance import source_dirty
+    from memorybench.core.provenance import source_dirty
 
     def git(*args):
         subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)

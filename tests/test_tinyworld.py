@@ -10,10 +10,10 @@ import json
 import numpy as np
 import pytest
 
-from memorybench.tinyworld import _generator_module, load_finetune_data, world_path
+from memorybench.datasets.tinyworld import generator as gen
+from memorybench.tinyworld import load_finetune_data, world_path
 from memorybench.tinyworld.model import TinyWorldConfig
 
-gen = _generator_module()
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +205,7 @@ def test_cli_train_applies_recipe_changes(tmp_path, capsys):
 
 def _pipe_with_scheduler(sched):
     """The dummy pipeline, reporting ``sched``'s config (its prediction type) as its own."""
-    from memorybench.pipeline import PipelineAdapter
+    from memorybench.model.pipeline import PipelineAdapter
 
     pipe = PipelineAdapter.dummy(seed=0)
     object.__setattr__(pipe, "_base_scheduler_config", dict(sched.config))

@@ -2,8 +2,10 @@
 
 import yaml
 
-from memorybench.runner import RunOptions, run
-from memorybench.suite import load_suite, load_suite_data
+from memorybench.run.request import RunOptions
+from memorybench.run.runner import run
+from memorybench.suites.spec import load_suite
+from memorybench.suites.data import load_suite_data
 
 
 def test_calibration_prompts_are_excluded_from_evaluation():

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import torch
 
 from memorybench import METHODS, Method
-from memorybench.validate import validate_method
+from memorybench.run.validate import validate_method
 
 
 def test_none_is_valid():
@@ -69,8 +69,8 @@ def test_leaky_weight_edit_is_rejected_naming_the_tensor():
 
 
 def test_edit_through_context_is_restored_and_changes_images(dummy_pipe):
-    from memorybench.method import apply_method
-    from memorybench.pipeline import SamplerSettings
+    from memorybench.api.method import apply_method
+    from memorybench.model.pipeline import SamplerSettings
 
     assert validate_method(ReversiblePrune).ok
     s = SamplerSettings(steps=3, height=32, width=32)

@@ -4,7 +4,7 @@ import torch
 
 from memorybench import METHODS
 from memorybench.methods.wanda_prune import random_like_rows, wanda_masks
-from memorybench.validate import validate_method
+from memorybench.run.validate import validate_method
 
 
 def test_mask_is_top_s_per_row_and_above_null():

@@ -1,6 +1,6 @@
 """The tiny world's data generator and shipped weights (``world/``)."""
 
-from .generator import (
+from memorybench.datasets.tinyworld.generator import (
     FinetuneData,
     TinyWorldData,
     build_finetune_data,

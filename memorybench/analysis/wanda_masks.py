@@ -34,11 +34,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .. import provenance
-from ..cache import atomic_write_text
-from ..config import config_to_dict
-from ..errors import ConfigError
-from ..suite import Suite, load_suite_data
+from memorybench.core import provenance
+from memorybench.core.io import atomic_write_text
+from memorybench.core.config import config_to_dict
+from memorybench.errors import ConfigError
+from memorybench.suites.spec import Suite
+from memorybench.suites.data import load_suite_data
 
 REPORT_NAME = "wanda-masks.json"
 FIGURE_NAME = "wanda-masks-iou.png"
@@ -177,7 +178,8 @@ def analyze_wanda_masks(suite: Suite, options: MaskAnalysisOptions, out_dir: str
                         pipe=None) -> dict[str, Any]:
     from memorybench.methods.wanda_prune import WandaPrune, find_memorized_weights
 
-    from ..runner import RunOptions, load_model
+    from memorybench.run.request import RunOptions
+    from memorybench.run.runner import load_model
 
     wall0 = time.perf_counter()
     wanda = WandaPrune.from_settings(options.wanda).config

@@ -29,24 +29,21 @@ from typing import Literal
 
 import torch
 
-from memorybench.detector import DetectionScores, Detector, clean_estimate, early_trajectory, per_prompt, seed_list
-from memorybench.registry import register_detector
+from memorybench.api.detector import DetectionScores, TrajectoryConfig, TrajectoryDetector
+from memorybench.model.trajectory import clean_estimate, per_prompt
+from memorybench.api.detector import register_detector
 
 
 @dataclass
-class OverEstimationConfig:
+class OverEstimationConfig(TrajectoryConfig):
     # average over the first k denoising steps. 6 (a quarter of the tiny-world suite's 25):
     # at step 1 a strongly text-conditioned model predicts nearly the same x0 from any noise
-    # for every prompt, general ones too; collapse shows once the early steps have run
-    # (tiny world, 16 memorized vs 24 general: AUROC 0.81 at k=1, 0.91 at k=3, 0.99 at k=6)
+    # for every prompt, general ones too; collapse shows only once the early steps have run
     steps: int = 6
-    seeds: int = 4  # initial noises per prompt (collapse needs >= 2)
-    seed_offset: int = 0
     score: Literal["collapse", "overestimation", "combined"] = "collapse"
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ValueError("steps must be >= 1")
+        super().__post_init__()
         if self.seeds < 2:
             raise ValueError("seeds must be >= 2: trajectory collapse compares seeds")
 
@@ -61,7 +58,7 @@ def pairwise_cosine(x: torch.Tensor) -> torch.Tensor:
 
 
 @register_detector()
-class OverEstimation(Detector):
+class OverEstimation(TrajectoryDetector):
     name = "overestimation"
     description = "Early over-estimation of x0 under guidance and trajectory collapse across seeds (seed 000)"
     Config = OverEstimationConfig
@@ -71,7 +68,7 @@ class OverEstimation(Detector):
         cfg = self.config
         n = len(prompts)
         sums = {k: torch.zeros(n, dtype=torch.float64) for k in ("collapse", "overestimation", "latent_deviation")}
-        for rec in early_trajectory(pipe, prompts, seed_list(cfg.seeds, cfg.seed_offset), settings, cfg.steps):
+        for rec in self.trajectory(pipe, prompts, settings):
             a = rec.alpha_bar
             x_t = rec.latents.double()
             x0_g = clean_estimate(x_t, rec.eps_guided.double(), a).flatten(1)
@@ -86,6 +83,3 @@ class OverEstimation(Detector):
         else:
             score = comp[cfg.score]
         return DetectionScores(score, comp)
-
-    def unet_calls_per_prompt(self, settings) -> int:
-        return 2 * self.config.steps * self.config.seeds

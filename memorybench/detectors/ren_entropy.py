@@ -27,22 +27,19 @@ from typing import Literal
 
 import torch
 
-from memorybench.detector import DetectionScores, Detector, capture_processors, early_trajectory, per_prompt, seed_list
+from memorybench.api.detector import DetectionScores, TrajectoryConfig, TrajectoryDetector
+from memorybench.model.hooks import installed_processors
+from memorybench.model.trajectory import per_prompt
 from memorybench.errors import ConfigError
-from memorybench.registry import register_detector
+from memorybench.api.detector import register_detector
 
 
 @dataclass
-class RenEntropyConfig:
-    steps: int = 1  # average the entropy over the first k steps (Ren's detector: step 0 only)
-    seeds: int = 4
-    seed_offset: int = 0
+class RenEntropyConfig(TrajectoryConfig):
+    """``steps``: the entropy is averaged over the first k steps (Ren's detector: step 0 only)."""
+
     layers: list[int] | None = None  # indices into the UNet's attn2 layers (order of attn_processors); None = all
     direction: Literal["higher", "lower"] = "higher"  # which entropy means memorized (paper: higher)
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.seeds < 1:
-            raise ValueError("steps and seeds must be >= 1")
 
 
 class AttentionProbe:
@@ -87,7 +84,7 @@ def entropy(p: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
 
 @register_detector()
-class RenEntropy(Detector):
+class RenEntropy(TrajectoryDetector):
     name = "ren-entropy"
     description = "Entropy of cross-attention over the text tokens at the first step (Ren et al. 2024)"
     Config = RenEntropyConfig
@@ -109,8 +106,8 @@ class RenEntropy(Detector):
         current = pipe.unet.attn_processors
         sinks: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
         probes = {k: AttentionProbe(current[k], pipe, cfg.steps, sinks[k]) for k in keys}
-        with capture_processors(pipe, probes):
-            for _ in early_trajectory(pipe, prompts, seed_list(cfg.seeds, cfg.seed_offset), settings, cfg.steps):
+        with installed_processors(pipe, probes, owner=f"detector '{self.name}'"):
+            for _ in self.trajectory(pipe, prompts, settings):
                 pass
         # (layers, steps, rows, tokens) -> one distribution per step and row; entropy per
         # step, then the mean over steps (as Ren's script does) and seeds
@@ -121,6 +118,3 @@ class RenEntropy(Detector):
         sign = 1.0 if cfg.direction == "higher" else -1.0
         return DetectionScores((sign * mean_entropy).numpy(),
                                {"entropy": mean_entropy.numpy(), "bos_attention": bos.numpy()})
-
-    def unet_calls_per_prompt(self, settings) -> int:
-        return 2 * self.config.steps * self.config.seeds

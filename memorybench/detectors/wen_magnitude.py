@@ -18,37 +18,31 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from memorybench.detector import DetectionScores, Detector, early_trajectory, per_prompt, seed_list
-from memorybench.registry import register_detector
+from memorybench.api.detector import DetectionScores, TrajectoryConfig, TrajectoryDetector
+from memorybench.model.trajectory import per_prompt
+from memorybench.api.detector import register_detector
 
 
 @dataclass
-class WenMagnitudeConfig:
-    steps: int = 1  # k: average over the first k denoising steps
-    seeds: int = 4  # images (initial noises) per prompt
-    seed_offset: int = 0
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.seeds < 1:
-            raise ValueError("steps and seeds must be >= 1")
+class WenMagnitudeConfig(TrajectoryConfig):
+    """Wen's defaults: the first step only (k = 1), 4 images per prompt."""
 
 
 @register_detector()
-class WenMagnitude(Detector):
+class WenMagnitude(TrajectoryDetector):
+    """Scores a prompt by how hard its text condition pushes the first noise prediction."""
+
     name = "wen-magnitude"
-    description = "Norm of the text-conditional noise prediction at the first step(s) (Wen et al. 2024)"
     Config = WenMagnitudeConfig
+    description = "Norm of the text-conditional noise prediction at the first step(s) (Wen et al. 2024)"
     reference = "Wen et al., ICLR 2024: d = mean_t ||eps(x_t,c) - eps(x_t,c0)||_2, k = 1 step, 4 images per prompt"
 
     def score(self, pipe, prompts, settings) -> DetectionScores:
         cfg = self.config
         total = torch.zeros(len(prompts), cfg.seeds, dtype=torch.float64)
-        for rec in early_trajectory(pipe, prompts, seed_list(cfg.seeds, cfg.seed_offset), settings, cfg.steps):
+        for rec in self.trajectory(pipe, prompts, settings):
             diff = (rec.eps_cond - rec.eps_uncond).double().flatten(1)
             total += per_prompt(diff.norm(dim=1).cpu(), len(prompts))
         per_seed = total / cfg.steps
         return DetectionScores(per_seed.mean(dim=1).numpy(),
                                {"seed_std": per_seed.std(dim=1).numpy() if cfg.seeds > 1 else np.zeros(len(prompts))})
-
-    def unet_calls_per_prompt(self, settings) -> int:
-        return 2 * self.config.steps * self.config.seeds

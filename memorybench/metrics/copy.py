@@ -44,11 +44,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .base import MetricValue
-from .diversity import diversity_ragged
-from .retrieval import EmbeddingIndex
-from .stats import DEFAULT_RESAMPLES, DEFAULT_SEED, auroc_with_ci, mean_with_ci, ratio_with_ci
-from .tiled_l2 import DEFAULT_GRID, tiled_l2_paired
+from memorybench.metrics.base import MetricValue
+from memorybench.metrics.diversity import diversity_ragged
+from memorybench.metrics.retrieval import EmbeddingIndex
+from memorybench.metrics.stats import (
+    DEFAULT_RESAMPLES,
+    DEFAULT_SEED,
+    auroc_with_ci,
+    mean_with_ci,
+    ratio_with_ci,
+)
+from memorybench.metrics.tiled_l2 import DEFAULT_GRID, tiled_l2_paired
 
 DEFAULT_MIN_THRESHOLD = 0.5
 DEFAULT_QUANTILE = 0.99

@@ -24,8 +24,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .base import MetricValue
-from .stats import DEFAULT_RESAMPLES, DEFAULT_SEED, mean_with_ci, ratio_with_ci, resample_indices
+from memorybench.metrics.base import MetricValue
+from memorybench.metrics.stats import (
+    DEFAULT_RESAMPLES,
+    DEFAULT_SEED,
+    mean_with_ci,
+    ratio_with_ci,
+    resample_indices,
+)
 
 DEFAULT_COPY_THRESHOLD = 0.5
 

@@ -38,9 +38,9 @@ from typing import Any, Sequence
 import networkx as nx
 import numpy as np
 
-from .base import MetricValue
-from .stats import mean_with_ci
-from .tiled_l2 import DEFAULT_GRID, tiled_l2_pairwise
+from memorybench.metrics.base import MetricValue
+from memorybench.metrics.stats import mean_with_ci
+from memorybench.metrics.tiled_l2 import DEFAULT_GRID, tiled_l2_pairwise
 
 IMPLEMENTATION = "carlini2023-clique/tiled-l2-rms01+networkx"
 
@@ -89,7 +89,7 @@ VERIFY_RATIO = 1.5
 
 
 def get_preset(name: str) -> AttackPreset:
-    from ..errors import ConfigError
+    from memorybench.errors import ConfigError
 
     if name not in PRESETS:
         raise ConfigError(f"unknown extraction preset '{name}'; choose one of {sorted(PRESETS)}")

@@ -36,7 +36,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,9 +44,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import DataError, ModelError
-from ..hashing import sha256_file
-from .base import MetricValue
+from memorybench.errors import DataError, ModelError
+from memorybench.core.hashing import sha256_file
+from memorybench.core.io import atomic_write_bytes
+from memorybench.metrics.base import MetricValue
 
 TINYCLIP_NAME = "memorybench-tinyclip"
 INCEPTION_NAME = "inception-v3-compat"
@@ -85,12 +85,12 @@ def _tinyclip_class():
         def __init__(self, name, features_list, feature_extractor_weights_path=None, tinyclip_model=None, **kwargs):
             super().__init__(name, features_list)
             if tinyclip_model is None:
-                from ..tinyworld.clip import load_tiny_clip
+                from memorybench.tinyworld.clip import load_tiny_clip
 
                 tinyclip_model, _, info = load_tiny_clip(feature_extractor_weights_path)
                 mean, std = info["mean"], info["std"]
             else:
-                from ..tinyworld.clip import MEAN as mean, STD as std
+                from memorybench.tinyworld.clip import MEAN as mean, STD as std
             self.visual = tinyclip_model.visual
             size = self.visual.image_size
             self.image_size = tuple(size) if isinstance(size, (tuple, list)) else (int(size), int(size))
@@ -175,7 +175,7 @@ def tinyclip_extractor(path: str | os.PathLike | None = None, model: torch.nn.Mo
         image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
     else:
         if path is None:
-            from ..tinyworld import world_path
+            from memorybench.tinyworld import world_path
 
             path = world_path() / "clip"
         folder = Path(path)
@@ -188,7 +188,7 @@ def tinyclip_extractor(path: str | os.PathLike | None = None, model: torch.nn.Mo
         image_size = int(cfg.get("vision", {}).get("image_size", 64))
         kwargs = {"feature_extractor_weights_path": str(folder)}
         where = str(folder)
-    from ..tinyworld.clip import MEAN, STD
+    from memorybench.tinyworld.clip import MEAN, STD
 
     pre = (f"uint8 RGB -> bilinear antialiased resize to {image_size}px when the size differs -> "
            f"(x/255 - {MEAN[0]}) / {STD[0]}")
@@ -372,19 +372,9 @@ def reference_key(images, extractor: Extractor) -> str:
 
 
 def _atomic_savez(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def load_reference_stats(path: str | os.PathLike) -> ReferenceStats:

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from .sscd import available_cores
+from memorybench.metrics.sscd import available_cores
 
 IVF_THRESHOLD = 50_000
 

@@ -22,7 +22,7 @@ Presets (``PRESETS``):
   images are upscaled to 96, 512 px Stable Diffusion images downscaled to 288 -- MemBench's
   size, inside the papers' 224-320 range), antialiased bicubic, no crop. Chosen by
   measurement (``benchmarks/sscd_resize_study.py``; figures in
-  ``DEFAULT_RESIZE_MEASUREMENT``): on 64 px crops of scikit-image's photos, upscaling to
+  ``benchmarks/results/sscd-resize-study.json``): on 64 px crops of scikit-image's photos, upscaling to
   the papers' 224-288 px shrinks the gap between imperfect copies and distinct images
   from 0.48 to 0.15-0.20 (copies p5 0.37-0.42 vs distinct p99 0.22), while 80-96 px
   gives the widest gap (0.48); 96 ties 80 on the gap and has the lower floor for
@@ -52,8 +52,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError, ModelError, UnknownNameError
-from ..hashing import sha256_file
+from memorybench.errors import ConfigError, ModelError, UnknownNameError
+from memorybench.core.hashing import sha256_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -167,35 +167,6 @@ PRESETS: dict[str, SSCDProtocol] = {
     ),
 }
 
-# How the default resize was chosen: benchmarks/sscd_resize_study.py on 105 crops (5 per
-# photo, 21 scikit-image photos) resized to 64x64; "distinct" = 5,250 pairs of crops of
-# different photos; "copies" = 840 imperfect reproductions (Gaussian blur 0.7/1.2 px, noise
-# sigma 8, JPEG q40, colour jitter, 3 px shift, 32 px round trip, a mix) vs their crop;
-# margin = copies p5 - distinct p99. Bicubic, uint8 path; throughput is on 2 shared cores.
-DEFAULT_RESIZE_MEASUREMENT: dict[str, Any] = {
-    "source": "benchmarks/sscd_resize_study.py (64 px crops of scikit-image photos)",
-    "columns": ["fed_px", "distinct_mean", "distinct_p99", "distinct_max", "copies_mean", "copies_p5", "margin", "auroc"],
-    "rows_64px": [
-        [64, 0.028, 0.262, 0.815, 0.888, 0.713, 0.451, 0.9997],
-        [80, 0.025, 0.228, 0.686, 0.882, 0.714, 0.485, 1.0000],
-        [96, 0.020, 0.207, 0.654, 0.865, 0.686, 0.479, 1.0000],
-        [112, 0.022, 0.215, 0.596, 0.848, 0.622, 0.407, 0.9999],
-        [128, 0.018, 0.198, 0.506, 0.826, 0.597, 0.399, 1.0000],
-        [160, 0.018, 0.198, 0.398, 0.788, 0.515, 0.317, 0.9999],
-        [224, 0.023, 0.215, 0.374, 0.729, 0.415, 0.200, 0.9993],
-        [288, 0.035, 0.229, 0.479, 0.693, 0.374, 0.145, 0.9992],
-    ],
-    # 21 whole photos at 512 px, bilinear (210 distinct pairs; copies scaled x8)
-    "rows_512px": [
-        [96, 0.025, 0.222, 0.468, 0.929, 0.770, 0.548, 1.0],
-        [128, 0.023, 0.201, 0.496, 0.919, 0.769, 0.568, 1.0],
-        [224, 0.017, 0.220, 0.339, 0.880, 0.694, 0.474, 1.0],
-        [256, 0.017, 0.239, 0.301, 0.873, 0.662, 0.422, 1.0],
-        [288, 0.020, 0.237, 0.274, 0.858, 0.616, 0.378, 1.0],
-        [320, 0.024, 0.239, 0.286, 0.845, 0.557, 0.318, 0.9999],
-    ],
-    "chosen": {"min_size": 96, "resize": 288, "interpolation": "bicubic"},
-}
 
 
 def get_protocol(name: str | SSCDProtocol) -> SSCDProtocol:
@@ -355,7 +326,7 @@ def _package_version(name: str) -> str:
         return "unknown"
 
 
-_TORCHSCRIPT_FILES = {
+TORCHSCRIPT_FILES = {
     "disc_mixup": "sscd_disc_mixup.torchscript.pt",
     "disc_large": "sscd_disc_large.torchscript.pt",
 }
@@ -410,14 +381,14 @@ class SSCDEmbedder:
             if model_path is None:
                 raise ModelError(
                     f"SSCD protocol {p.name!r} needs the official {p.checkpoint} TorchScript "
-                    f"file ({_TORCHSCRIPT_FILES[p.checkpoint]}): pass model_path=<local path>; "
+                    f"file ({TORCHSCRIPT_FILES[p.checkpoint]}): pass model_path=<local path>; "
                     "memorybench never downloads it"
                 )
             self.model_path = Path(model_path)
             if not self.model_path.is_file():
                 raise ModelError(
                     f"SSCD protocol {p.name!r}: TorchScript file not found: {self.model_path} "
-                    f"(expected the official {_TORCHSCRIPT_FILES[p.checkpoint]})"
+                    f"(expected the official {TORCHSCRIPT_FILES[p.checkpoint]})"
                 )
             try:
                 with warnings.catch_warnings():  # torch >= 2.10 marks TorchScript deprecated
@@ -512,7 +483,6 @@ __all__ = [
     "SSCDProtocol",
     "SSCDEmbedder",
     "PRESETS",
-    "DEFAULT_RESIZE_MEASUREMENT",
     "get_protocol",
     "preprocess_uint8",
     "preprocess_float",

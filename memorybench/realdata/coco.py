@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from ..hashing import sha256_file
-from ..metrics.fid import ImageFolder
+from memorybench.errors import DataError
+from memorybench.core.hashing import sha256_file
+from memorybench.metrics.fid import ImageFolder
 
 EXPECTED_JSON = ("a COCO captions JSON (e.g. captions_val2014.json) with 'images' (id, file_name) and "
                  "'annotations' (image_id, caption)")

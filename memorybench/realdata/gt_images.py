@@ -18,8 +18,8 @@ from typing import Iterable
 
 import numpy as np
 
-from ..errors import DataError
-from ..hashing import sha256_file
+from memorybench.errors import DataError
+from memorybench.core.hashing import sha256_file
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp")
 EXPECTED_LAYOUT = "gt_images/{index}/*.png or {index}.png|.jpg"

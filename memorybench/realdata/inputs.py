@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError, DataError
+from memorybench.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)

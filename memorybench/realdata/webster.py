@@ -25,8 +25,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DataError
-from ..hashing import sha256_file
+from memorybench.errors import DataError
+from memorybench.core.hashing import sha256_file
 
 WEN_JSONL = "wen-jsonl"
 NEMO_CSV = "nemo-csv"

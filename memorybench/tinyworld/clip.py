@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from memorybench.core.io import atomic_write_bytes
+
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
 
@@ -59,7 +61,7 @@ def preprocess_uint8(images: np.ndarray, device: Any = "cpu"):
 
 
 def _make_tokenize(tokenizer) -> Callable[[list[str]], Any]:
-    from .model import tokenize
+    from memorybench.tinyworld.model import tokenize
 
     def tokenize_fn(texts: list[str]):
         if isinstance(texts, str):
@@ -71,14 +73,12 @@ def _make_tokenize(tokenizer) -> Callable[[list[str]], Any]:
 
 def save_tiny_clip(model, tokenizer, cfg: dict, folder: Path) -> None:
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().to(torch.float16).contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = folder / "model.safetensors.tmp"
-    save_file(sd, str(tmp))
-    os.replace(tmp, folder / "model.safetensors")
+    atomic_write_bytes(folder / "model.safetensors", save(sd))
     full = dict(cfg)
     full["vocab_size"] = len(tokenizer)
     full["context_length"] = tokenizer.model_max_length
@@ -98,12 +98,12 @@ def load_tiny_clip(path: str | os.PathLike | None = None, device: Any = "cpu"):
     from transformers import PreTrainedTokenizerFast
 
     if path is None:
-        from . import world_path
+        from memorybench.tinyworld import world_path
 
         path = world_path() / "clip"
     folder = Path(path)
     if not (folder / "config.json").exists():
-        from ..errors import ModelError
+        from memorybench.errors import ModelError
 
         raise ModelError(f"no tiny CLIP at {folder} (expected config.json and model.safetensors)")
     cfg = json.loads((folder / "config.json").read_text())
@@ -159,7 +159,7 @@ def train_tiny_clip(
     model = build_tiny_clip(len(tokenizer), tokenizer.model_max_length, cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 2), pct_start=0.1)
-    from .model import tokenize
+    from memorybench.tinyworld.model import tokenize
 
     all_tok = tokenize(tokenizer, captions)
     imgs = torch.as_tensor(images)

@@ -13,9 +13,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from ..hashing import sha256_file
-from .train import WORLD_PART_PREFIXES, WORLD_PARTS, world_file_hashes
+from memorybench.errors import ConfigError
+from memorybench.core.hashing import sha256_file
+from memorybench.core.io import atomic_write_text
+from memorybench.tinyworld.train import WORLD_PART_PREFIXES, WORLD_PARTS, world_file_hashes
 
 
 def check_trained_run(run_dir: Path) -> dict[str, Any]:
@@ -45,7 +46,7 @@ def weight_files_differing(manifest: dict[str, Any], other: dict[str, Any]) -> l
 def shipped_weights_verdict(run_dir: Path, target: Path) -> str | None:
     """For a finished run of the same recipe as the world in ``target``: whether its weights are
     that world's, as one line; None when the recipes differ (or ``target`` holds no world)."""
-    from .model import TinyWorldConfig
+    from memorybench.tinyworld.model import TinyWorldConfig
 
     if not (target / "manifest.json").is_file():
         return None
@@ -84,7 +85,5 @@ def install_world(run_dir: str | Path, target: str | Path) -> dict[str, Any]:
     }
     manifest["files"] = world_file_hashes(target)
     manifest.pop("measured_eval", None)
-    tmp = target / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, target / "manifest.json")
+    atomic_write_text(target / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest

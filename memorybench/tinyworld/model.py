@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..tokenizer import build_word_tokenizer  # noqa: E402
+from memorybench.model.tokenizer import build_word_tokenizer  # noqa: E402
 
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -75,13 +75,13 @@ class TinyWorldConfig:
     def __post_init__(self) -> None:
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
-        from . import _generator_module
+        from memorybench.datasets.tinyworld.generator import check_data_version
 
-        _generator_module().check_data_version(self.data_version)
+        check_data_version(self.data_version)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TinyWorldConfig":
-        from ..config import config_from_dict
+        from memorybench.core.config import config_from_dict
 
         return config_from_dict(cls, {"data_version": 1, **d}, owner="tiny-world config")
 
@@ -209,25 +209,6 @@ def build_scheduler(cfg: TinyWorldConfig, kind: str = "ddim"):
         c.pop("set_alpha_to_one")
         return DDPMScheduler(**c)
     return DDIMScheduler(**c)
-
-
-def build_tiny_pipeline_components(config: TinyWorldConfig | dict | None = None, vocab_words: list[str] | None = None) -> dict:
-    """Fresh (untrained) components keyed like ``StableDiffusionPipeline``'s constructor."""
-    cfg = config if isinstance(config, TinyWorldConfig) else TinyWorldConfig.from_dict(config or {})
-    if vocab_words is None:
-        from . import load_world_data
-
-        vocab_words = load_world_data(cfg.data_seed, **cfg.data_kwargs()).vocabulary()
-    tokenizer = build_tokenizer(vocab_words, cfg.max_length)
-    return dict(
-        vae=build_vae(cfg),
-        text_encoder=build_text_encoder(cfg, len(tokenizer)),
-        tokenizer=tokenizer,
-        unet=build_unet(cfg),
-        scheduler=build_scheduler(cfg),
-        safety_checker=None,
-        feature_extractor=None,
-    )
 
 
 def save_pipeline(components: dict, folder: Path, fp16: bool = True) -> None:

@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from ..hashing import sha256_file
-from .model import (
+from memorybench.core.hashing import sha256_file
+from memorybench.core.io import atomic_write_bytes, atomic_write_text
+from memorybench.tinyworld.model import (
     TinyWorldConfig,
     build_scheduler,
     build_text_encoder,
@@ -34,12 +35,26 @@ from .model import (
 )
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
+def _resume(ckpt: Path | None, stateful: dict[str, Any]) -> dict[str, Any] | None:
+    """Load a phase checkpoint into each ``stateful`` object (by key); None when there is none."""
     import torch
 
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    if ckpt is None or not ckpt.exists():
+        return None
+    st = torch.load(ckpt, map_location="cpu", weights_only=True)
+    for key, obj in stateful.items():
+        obj.load_state_dict(st[key])
+    return st
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
@@ -115,12 +130,9 @@ def train_vae(vae, data, cfg: TinyWorldConfig, device, log, progress: bool, ckpt
     g = torch.Generator().manual_seed(cfg.train_seed + 1)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(100, cfg.vae_steps))
+    st = _resume(ckpt, {"model": vae, "opt": opt, "sched": sched})
     start = 0
-    if ckpt is not None and ckpt.exists():
-        st = torch.load(ckpt, map_location="cpu", weights_only=True)
-        vae.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        sched.load_state_dict(st["sched"])
+    if st is not None:
         g.set_state(st["rng"])
         start = st["step"]
     imgs = _to_float(data.train_images, "cpu")
@@ -218,13 +230,9 @@ def train_unet(unet, text_encoder, tokenizer, latents, data, cfg: TinyWorldConfi
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.warmup, steps))
     ema = [p.detach().clone() for p in params]
     g = torch.Generator().manual_seed(cfg.train_seed + 2)
+    st = _resume(ckpt, {"unet": unet, "text_encoder": text_encoder, "opt": opt, "sched": sched})
     start = 0
-    if ckpt is not None and ckpt.exists():
-        st = torch.load(ckpt, map_location="cpu", weights_only=True)
-        unet.load_state_dict(st["unet"])
-        text_encoder.load_state_dict(st["text_encoder"])
-        opt.load_state_dict(st["opt"])
-        sched.load_state_dict(st["sched"])
+    if st is not None:
         for e, s in zip(ema, st["ema"]):
             e.copy_(s.to(e.device))
         g.set_state(st["rng"])
@@ -284,8 +292,8 @@ def train_tinyworld(out_dir, config: TinyWorldConfig | dict | None = None, progr
     """
     import torch
 
-    from . import load_world_data
-    from .clip import DEFAULT_CLIP_CFG, save_tiny_clip, train_tiny_clip
+    from memorybench.tinyworld import load_world_data
+    from memorybench.tinyworld.clip import DEFAULT_CLIP_CFG, save_tiny_clip, train_tiny_clip
 
     cfg = config if isinstance(config, TinyWorldConfig) else TinyWorldConfig.from_dict(config or {})
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -340,7 +348,7 @@ def train_tinyworld(out_dir, config: TinyWorldConfig | dict | None = None, progr
     t = time.time()
     clip_done = ck / "clip_done.pt"
     clip_model = None
-    from .clip import build_tiny_clip
+    from memorybench.tinyworld.clip import build_tiny_clip
 
     if clip_done.exists():
         clip_model = build_tiny_clip(len(tokenizer), tokenizer.model_max_length)
@@ -388,7 +396,5 @@ def train_tinyworld(out_dir, config: TinyWorldConfig | dict | None = None, progr
         "hardware": hardware_info(device),
         "files": world_file_hashes(out),
     }
-    tmp = out / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, out / "manifest.json")
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return out

@@ -1,0 +1,1 @@
+"""What plugin authors import: the registry type and the method, detector and metric APIs."""

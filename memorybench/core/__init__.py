@@ -1,0 +1,1 @@
+"""Utilities every layer uses: typed configs and hashing, atomic files and strict JSON, provenance."""

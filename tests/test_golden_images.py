@@ -1,0 +1,82 @@
+"""Golden images: the dummy pipeline's images for every built-in method at fixed seeds.
+
+The sha256 below were recorded before the package was reorganised; any change to sampling,
+a method or the fine-tune loop that moves a single pixel fails here. When a change is meant
+to move images, re-record with ``python tests/test_golden_images.py`` and say why in the
+changelog.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+
+from memorybench import METHODS
+
+PROMPTS = ["a photo of a red cat", "a painting of a house", "a blue car on a street"]
+SEEDS = [0, 1, 2]
+CALIBRATION = ["a photo of a dog", "an old city street"]
+
+GOLDEN = {
+    "attn-rescale": "dd2beea6642b6d75d89d9ceaa2ce5c884178eee10abace7d3d13b1e5d74ef8d1",
+    "gni": "54e823e18099deac220707a437f935d3ce585c158bd2ad17d621ec6387d7bd4c",
+    "grad-projection": "a350362e0cc3f641d5b77c1897563ac83d47199692d404d7ced396af1b4f6fa5",
+    "none": "e1ccba045ae77d6befd38b37fb7d767ee0ac391e847408a99e380dcf19ecba6e",
+    "rna": "6150cf55dfd66009049e0282ef22c10088b69f03fce2a404c960704498a96453",
+    "rta": "4e3dad90477b114fc6db22fbe2f3af99e3db4c23197e0ba33528ee9c8b72cb60",
+    "scheduled-guidance": "251418306915987c8c9078332869c6fe179dac07b458da15308ac7c341191f36",
+    "wanda-prune": "e5581c94835f738924f685d34b292312467b1d88ea0a86fd52540136384ff76e",
+    "wen-embedding-opt": "0b5573aea99fe3028b392417da36af5c15e76113befa0c862bf6fc72572d594c",
+}
+
+
+def builtin_methods() -> list[str]:
+    return [n for n in METHODS.names() if METHODS.is_builtin(n)]
+
+
+def method_images(name: str) -> np.ndarray:
+    """Images of ``name`` on a fresh dummy pipeline (training methods: inside a 3-step fine-tune)."""
+    from memorybench.api.method import MethodContext, apply_method
+    from memorybench.model.pipeline import PipelineAdapter, SamplerSettings
+    from memorybench.run.finetune import SuiteFinetune
+    from memorybench.suites.finetune import FinetuneRecipe, FinetuneSet
+
+    pipe = PipelineAdapter.dummy(seed=0)
+    settings = SamplerSettings(sampler="ddim", steps=3, guidance=7.5, height=32, width=32)
+    method = METHODS.get(name)()
+    ctx = MethodContext(seed=0, settings=settings, calibration_prompts=list(CALIBRATION))
+    if method.kind != "training":
+        with apply_method(method, pipe, ctx):
+            return pipe.generate(PROMPTS, SEEDS, settings, method=method)
+    rng = np.random.default_rng(0)
+    images = np.repeat(np.repeat(rng.integers(0, 256, (4, 4, 4, 3)), 8, 1), 8, 2).astype(np.uint8)
+    data = FinetuneSet(images=images, captions=PROMPTS + ["an old city street"], dup_counts=np.array([5, 1, 1, 1]),
+                       protected=np.array([0]), sha256="golden")
+    with tempfile.TemporaryDirectory() as tmp:
+        tune = SuiteFinetune(pipe, FinetuneRecipe(steps=3, batch=2, warmup=1), data, tmp, progress=False)
+        with tune.applied(method, ctx), apply_method(method, pipe, ctx):
+            return pipe.generate(PROMPTS, SEEDS, settings, method=method)
+
+
+def image_sha256(images: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
+
+
+def test_every_builtin_method_has_a_golden_hash():
+    assert sorted(GOLDEN) == sorted(builtin_methods())
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_method_images_match_the_golden_hash(name):
+    images = method_images(name)
+    assert images.shape == (len(PROMPTS), 32, 32, 3)
+    assert image_sha256(images) == GOLDEN[name]
+
+
+if __name__ == "__main__":  # re-record
+    for name in builtin_methods():
+        print(f'    "{name}": "{image_sha256(method_images(name))}",', file=sys.stdout, flush=True)
