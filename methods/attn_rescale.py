@@ -27,8 +27,8 @@ clip_gen 0.783): c1 = 1.1 / 1.25 / 2 / 4 give sscd_mem -0.5 / -0.9 / -2.8 / -4.8
 clip_gen -2.7 / -2.9 / -5.0 / -13.6%. Without the padding mask (``mask_padding=false``)
 c1 = 1.25 / 2 / 4 give sscd_mem -0.1 / -1.9 / -5.2% and clip_gen +0.0 / -0.5 / -10.1%: the
 mask costs about 3% of CLIP at small c1, and BOS rescaling alone barely moves copying here.
-(On the data-v1 world shipped before, the mask cost 25% of CLIP at every c1.) The issue 5 bar
-(-30% with CLIP within 10%) is not met.
+(On the data-v1 world shipped before, the mask cost 25% of CLIP at every c1.) No setting removes 30%
+of copying with CLIP within 10%.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""``grad-projection``: fine-tune without learning the protected samples (seed 002).
+"""``grad-projection``: fine-tune without learning the protected samples (Kothandaraman and
+Pytlarz, "Beyond Memorization: Gradient Projection Enables Selective Learning in Diffusion
+Models", arXiv 2512.11194).
 
 Before the suite's fine-tune, every trained linear layer's inputs are collected on the
 protected samples (the fine-tune's own forward pass: each protected image noised at
@@ -20,8 +22,8 @@ Trained parameters outside projected layers (normalisations) are counted in the 
 On finetune-dup-v1 (the whole UNet trains) projecting the Linears alone changed nothing
 (SSCD to the protected photos 0.28 vs 0.26 unprojected): the convolutions learned them.
 
-Energy: the paper's value is not in the sources available here; DESIGN suggests
-0.95-0.99. The directions specific to the protected samples carry little of their inputs'
+Energy: the paper's text available to us does not state its value; 0.95-0.99 is the usual
+range for gradient projection memory. The directions specific to the protected samples carry little of their inputs'
 energy (shared caption tokens and image statistics dominate), so thresholds below 0.99 leave
 them free. Measured on finetune-dup-v1 v3 (``benchmarks/tradeoff_sweep.py --suite
 finetune-dup-v1``; SSCD to the protected photos / CLIP on held-out prompts, change against
@@ -149,8 +151,8 @@ class _ProjectionHook(TrainingHook):
 class GradientProjection(Method):
     name = "grad-projection"
     kind = "training"
-    description = "Fine-tune with each linear layer's gradient projected off its inputs on the protected samples (seed 002)"
-    reference = ("Kothandaraman & Pytlarz 2025, arXiv:2512.11194 (seed 002); energy 0.999 and conv layers chosen "
+    description = "Fine-tune with each linear layer's gradient projected off its inputs on the protected samples (Kothandaraman and Pytlarz)"
+    reference = ("Kothandaraman & Pytlarz 2025, Beyond Memorization: Gradient Projection Enables Selective Learning in Diffusion Models, arXiv:2512.11194; energy 0.999 and conv layers chosen "
                  "on finetune-dup-v1's measured trade-off (the paper's values are not in the sources available)")
     Config = GradientProjectionConfig
 

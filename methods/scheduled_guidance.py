@@ -1,6 +1,6 @@
 """``scheduled-guidance``: weak classifier-free guidance during the first denoising steps.
 
-Kim, Kim and Lee, "How Diffusion Models Memorize" (arXiv 2509.25705, seed 000) find that
+Kim, Kim and Lee, "How Diffusion Models Memorize" (arXiv 2509.25705) find that
 memorization is driven by over-estimation of the training image early in denoising, and
 that classifier-free guidance amplifies it: the guided prediction pulls every seed's
 trajectory onto the memorized image within the first steps, after which the image is
@@ -20,7 +20,7 @@ even at low guidance: early_guidance 0 for 30/50/70/90% of the steps gives sscd_
 -26.6/-47.0/-66.4/-88.4% and clip_gen -32.9/-67.4/-89.0/-90.8%
 (``benchmarks/tradeoff_sweep.py``). No setting meets "30% less copying with CLIP within
 10%"; the default (30%, guidance 0, constant) is the point where the over-estimation window
-of seed 000 ends, not a tuned optimum.
+of Kim, Kim and Lee ends, not a tuned optimum.
 """
 
 from __future__ import annotations
@@ -63,11 +63,11 @@ def scheduled_scale(step: int, num_steps: int, default: float, config: Scheduled
 class ScheduledGuidance(Method):
     name = "scheduled-guidance"
     kind = "inference"
-    description = "Weaken classifier-free guidance during the first steps (seed 000's early over-estimation)"
+    description = "Weaken classifier-free guidance during the first steps (Kim, Kim and Lee's early over-estimation)"
     Config = ScheduledGuidanceConfig
-    reference = ("Mechanism of Kim, Kim and Lee, How Diffusion Models Memorize, arXiv 2509.25705 (seed 000): "
+    reference = ("Mechanism of Kim, Kim and Lee, How Diffusion Models Memorize, arXiv 2509.25705: "
                  "early over-estimation under CFG; not a published method: defaults (first 30% of steps unguided) "
-                 "are ours, and on the tiny world no setting meets the issue 5 bar (trade-off curve)")
+                 "are ours, and on the tiny world no setting removes 30% of copying with CLIP within 10% (trade-off curve)")
 
     def guidance_scale(self, step, num_steps, default):
         return scheduled_scale(step, num_steps, default, self.config)

@@ -1,5 +1,6 @@
-"""``wanda-prune``: prune "memorized neurons" found with Wanda scores (seed 001; the authors'
-public code is ConceptPrune).
+"""``wanda-prune``: prune "memorized neurons" found with Wanda scores (Chavhan et al.,
+"Memorized Images in Diffusion Models share a Subspace that can be Located and Deleted";
+the authors' public code is ConceptPrune).
 
 For each transformer block's FFN second Linear ``W`` (``ff.net[2]``, d_out x d_in) and each of
 the first ``timesteps`` denoising steps, the input activations ``X`` are collected for the
@@ -113,9 +114,9 @@ def find_memorized_weights(pipe, prompts: list[str], settings, config: WandaPrun
 class WandaPrune(Method):
     name = "wanda-prune"
     kind = "weight-edit"
-    description = "Zero FFN weights with top Wanda scores for memorized prompts vs the null prompt (seed 001)"
+    description = "Zero FFN weights with top Wanda scores for memorized prompts vs the null prompt (Chavhan et al.)"
     Config = WandaPruneConfig
-    reference = "Chavhan et al., memorized-neuron pruning with Wanda (seed 001); ConceptPrune code: s=1%, 10 steps"
+    reference = "Chavhan et al., Memorized Images in Diffusion Models share a Subspace that can be Located and Deleted; ConceptPrune code: s=1%, 10 steps"
 
     def prepare(self, pipe, ctx: MethodContext) -> None:
         prompts = list(ctx.calibration_prompts)

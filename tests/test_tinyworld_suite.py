@@ -13,7 +13,7 @@ def test_calibration_prompts_are_excluded_from_evaluation():
     data = load_suite_data(suite)
     assert len(data.calibration_prompts) == suite.calibration_prompts
     assert not set(data.calibration_prompts) & set(data.prompts["memorized"])
-    assert not set(data.prompts["general"]) & set(data.extra["world"].train_captions)
+    assert not set(data.prompts["general"]) & set(data.world.train_captions)
     assert data.seeds["memorized"] == list(range(8))
 
 
@@ -32,8 +32,8 @@ def test_shipped_world_copies_memorized_prompts_and_not_general_ones(tmp_path):
     result = run(_reduced_suite(tmp_path), "none", None,
                  RunOptions(cache_dir=str(tmp_path / "cache"), progress=False))
     s = result["summary"]
-    # Issue 3's bars where the shipped world meets them (full-suite figures in its manifest and
-    # the README; this reduced run has 4 seeds and 8 general prompts): nearly every memorized generation
+    # The tiny world's design bars where the shipped world meets them (full-suite figures in its
+    # manifest and the docs; this reduced run has 4 seeds and 8 general prompts): nearly every memorized generation
     # retrieves its photo (chance 1/3024), per-generation SSCD separates the two sets, and
     # memorized prompts collapse across seeds.
     assert s["retrieval_mem"] >= 0.95, s

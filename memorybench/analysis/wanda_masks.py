@@ -1,6 +1,7 @@
 """``memorybench analyze wanda-masks``: do different memorized prompts share one subspace?
 
-Seed 001 finds its pruning masks from a subset of memorized prompts and reports that
+Chavhan et al. ("Memorized Images in Diffusion Models share a Subspace that can be Located
+and Deleted") find their pruning masks from a subset of memorized prompts and reports that
 masks found from *different* subsets overlap strongly (high pairwise IoU per timestep and
 layer): memorization would live in a compact shared subspace of the FFN weights. This
 analysis repeats that on a suite: it splits the suite's memorized prompts (calibration and
@@ -8,7 +9,7 @@ evaluation prompts together: this is an analysis, nothing is evaluated) into sub
 finds the ``wanda-prune`` mask of each with the method's own code, and reports
 
 - pairwise IoU of the union masks (over the first k steps), pooled over layers and per layer;
-- mean pairwise IoU of the per-step masks per (layer, timestep), as in seed 001's figure;
+- mean pairwise IoU of the per-step masks per (layer, timestep), as in their figure;
 - mask density per subset: total, per layer and per timestep;
 - a control: as many subsets of *general* (non-memorized) prompts, of the same size and
   drawn the same way, with their masks found the same way. Overlap between memorized

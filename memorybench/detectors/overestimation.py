@@ -1,7 +1,7 @@
-"""``overestimation``: early over-estimation and trajectory collapse (seed 000: Kim, Kim and
-Lee 2025, "How diffusion models memorize").
+"""``overestimation``: early over-estimation and trajectory collapse (Kim, Kim and Lee,
+"How Diffusion Models Memorize", arXiv 2509.25705).
 
-Seed 000 traces memorization to the first denoising steps: under classifier-free guidance
+Kim, Kim and Lee trace memorization to the first denoising steps: under classifier-free guidance
 a memorized prompt makes the model over-estimate its training image (the predicted clean
 sample is pushed beyond what the data allow), the initial randomness is suppressed, and
 trajectories from different initial noises collapse onto the same image. Three figures
@@ -11,7 +11,7 @@ Tweedie estimate x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) with the guided eps:
 - ``collapse``: mean pairwise cosine similarity of the x0 estimates across seeds (the
   noises are independent, so a prompt that does not pin one image gives dissimilar x0s);
 - ``overestimation``: ||x0(guided)|| / ||x0(unconditional)||, the factor by which guidance
-  inflates the clean-sample estimate over the unconditional one at the same x_t (seed 000
+  inflates the clean-sample estimate over the unconditional one at the same x_t (the paper
   attributes memorization to this guidance-driven over-estimation);
 - ``latent_deviation``: RMS of the next latent minus 1, the RMS a variance-preserving
   schedule gives unit-variance latents (reported only: weak on its own).
@@ -60,9 +60,9 @@ def pairwise_cosine(x: torch.Tensor) -> torch.Tensor:
 @register_detector()
 class OverEstimation(TrajectoryDetector):
     name = "overestimation"
-    description = "Early over-estimation of x0 under guidance and trajectory collapse across seeds (seed 000)"
+    description = "Early over-estimation of x0 under guidance and trajectory collapse across seeds (Kim, Kim and Lee 2025)"
     Config = OverEstimationConfig
-    reference = "Kim, Kim and Lee 2025, 'How diffusion models memorize' (seed 000): early over-estimation, trajectory collapse"
+    reference = "Kim, Kim and Lee 2025, How Diffusion Models Memorize, arXiv 2509.25705: early over-estimation, trajectory collapse"
 
     def score(self, pipe, prompts, settings) -> DetectionScores:
         cfg = self.config

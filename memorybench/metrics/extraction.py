@@ -21,8 +21,9 @@ Scales and presets (all thresholds here are on the [0, 1] RMS scale of ``tiled_l
 * ``carlini2023``: N = 500, k = 10, link threshold 0.10 (LeakPro's tested default; the
   paper does not restate a clique threshold), verification 0.15 (the paper's
   (l2, 0.15)-extraction).
-* ``seed001``: N = 50, k = 3, threshold "50.0 on its own scale". Seed 001's attack code is
-  not public; we read 50.0 as per-tile RMS on 0-255 pixels (the usual reimplementation of
+* ``seed001`` (the setting of Chavhan et al., "Memorized Images in Diffusion Models share a
+  Subspace that can be Located and Deleted"; the name is kept for the suites that use it):
+  N = 50, k = 3, threshold "50.0 on its own scale". Their attack code is not public; we read 50.0 as per-tile RMS on 0-255 pixels (the usual reimplementation of
   Carlini's distance on uint8 images), i.e. 50 / 255 = 0.196 here. This is an assumption,
   recorded as such in the protocol. Verification 0.15 as Carlini.
 * ``tinyworld``: N = the suite's seeds per prompt, k = 3, threshold calibrated on the tiny
@@ -67,8 +68,9 @@ class AttackPreset:
 SEED001_THRESHOLD_OWN_SCALE = 50.0
 SEED001 = AttackPreset(
     name="seed001", n_generations=50, k=3, threshold=SEED001_THRESHOLD_OWN_SCALE / 255.0, verify_l2=0.15,
-    source="seed 001 Table 1: N=50, threshold 50.0 on its own scale, k=3; 50.0 read as per-tile RMS on "
-           "0-255 pixels -> 50/255 on [0,1] (assumption: seed 001's attack code is not public); verify 0.15 as Carlini",
+    source="Chavhan et al., Memorized Images in Diffusion Models share a Subspace that can be Located and Deleted, "
+           "Table 1: N=50, threshold 50.0 on its own scale, k=3; 50.0 read as per-tile RMS on 0-255 pixels -> 50/255 "
+           "on [0,1] (assumption: their attack code is not public); verify 0.15 as Carlini",
 )
 CARLINI2023 = AttackPreset(
     name="carlini2023", n_generations=500, k=10, threshold=0.10, verify_l2=0.15,
@@ -76,7 +78,7 @@ CARLINI2023 = AttackPreset(
 )
 TINYWORLD = AttackPreset(
     name="tinyworld", n_generations=None, k=3, threshold=None, verify_l2=None,
-    source="k=3 as seed 001; thresholds calibrated on the tiny world's real images (calibrate_tinyworld_threshold)",
+    source="k=3 as Chavhan et al.; thresholds calibrated on the tiny world's real images (calibrate_tinyworld_threshold)",
 )
 PRESETS: dict[str, AttackPreset] = {p.name: p for p in (SEED001, CARLINI2023, TINYWORLD)}
 

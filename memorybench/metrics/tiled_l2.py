@@ -12,7 +12,7 @@ tiles, so one tile that differs is enough to make two images far apart.
 
 Scale: the distance lies in [0, 1]; identical images give 0, an image that differs from
 another by a constant ``delta`` (in [0, 1] units) in one tile and nowhere else gives
-``delta``. Multiply by 255 for the same quantity on 0-255 pixels. (Seed 001's threshold
+``delta``. Multiply by 255 for the same quantity on 0-255 pixels. (Chavhan et al.'s threshold
 "50.0 on its own scale" is *not* on this scale; the extraction attack converts.)
 
 Computation: pairwise distances use ``||a_t||^2 + ||b_t||^2 - 2 a_t . b_t`` per tile as

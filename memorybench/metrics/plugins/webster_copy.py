@@ -18,7 +18,7 @@ from memorybench.metrics.base import MetricValue
 from memorybench.metrics.copy_aggregation import copy_aggregations
 from memorybench.api.metric import register_metric
 
-# Which column reproduces each paper's reported number (DESIGN section 6).
+# Which column reproduces each paper's reported number.
 PAPER_AGGREGATION = {
     "default": "sscd_mem (mean over prompts of the per-prompt max over generations x ground truths)",
     "wen2024": "sscd_pergen_mem (per generation max over ground truths, then the mean; Wen et al. ICLR'24)",

@@ -7,7 +7,7 @@ Two fine-tuning sets, chosen by the suite option ``finetune_source``:
   1,000 fresh general pairs. Memorized prompts = the 8 protected captions (source = the
   protected image), general prompts = the world's held-out general captions. Retrieval
   searches the world's training images plus the fine-tuning images.
-* ``folder`` (suite finetune-dup-sd-v1, seed 001's Imagenette experiment): the user's
+* ``folder`` (suite finetune-dup-sd-v1, the Imagenette experiment of Chavhan et al.): the user's
   image folder (``--data images=DIR``), ``protected_count`` images drawn with
   ``protected_seed`` and duplicated ``protected_dup`` times; captions from
   ``metadata.jsonl`` (``{"file_name": ..., "text": ...}`` per line) or a ``.txt`` beside

@@ -1,4 +1,4 @@
-"""Golden images: the dummy pipeline's images for every built-in method at fixed seeds.
+"""Golden images and suite hashes: what a refactoring must not move.
 
 The sha256 below were recorded before the package was reorganised; any change to sampling,
 a method or the fine-tune loop that moves a single pixel fails here. When a change is meant
@@ -80,3 +80,33 @@ def test_method_images_match_the_golden_hash(name):
 if __name__ == "__main__":  # re-record
     for name in builtin_methods():
         print(f'    "{name}": "{image_sha256(method_images(name))}",', file=sys.stdout, flush=True)
+
+
+# The identity of every shipped suite, recorded before the package was reorganised: a suite's
+# hash is what makes two results comparable, so no refactoring may move one.
+SUITE_SHA256 = {
+    "coco-quality": "94270e896b20def24b502d25632af2a9fc8ceecca8027745359cf3d44e139528",
+    "finetune-dup-sd-v1": "ec26c18c72e25eef36c9282db22ef0b58f5847424c12742462899306006b62cd",
+    "finetune-dup-v1": "a56103eebcc639cbe1d29ec67053db1da8aa32da24179aa54c804a49d84f222f",
+    "sd-webster500-v1": "aa8a650d80973a1bde07276bb671e2625718c28bd419fb841022c7f9b3cbb99b",
+    "smoke-v1": "9f4da3ad71436b91a7e540967a25031a2af611a253b52e618d6d77d4967199e9",
+    "tinyworld-v1": "6c48eb5342cc3d8fa949c507804b82dcb2e2549d5568442185ca07636040bcd9",
+}
+
+
+def test_suite_hashes_are_unchanged():
+    from memorybench.suites.spec import list_suites
+
+    assert {s.name: s.sha256() for s in list_suites()} == SUITE_SHA256
+
+
+def test_shipped_leaderboards_match_their_suites():
+    import json
+    from pathlib import Path
+
+    from memorybench.suites.spec import load_suite
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "leaderboards").glob("*.json")):
+        board = json.loads(path.read_text())
+        suite = load_suite(board["suite"]["name"])
+        assert (board["suite"]["version"], board["suite"]["sha256"]) == (suite.version, suite.sha256()), path.name
