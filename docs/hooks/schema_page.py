@@ -16,6 +16,7 @@ directory. A missing file or an unknown marker fails the build with a message na
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -63,7 +64,8 @@ def _read_json(rel: str) -> Any:
 
 # -- the result schema ----------------------------------------------------------------------
 def _cell(text: str) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
+    """Plain text for a table cell: one line, HTML characters escaped, pipes escaped."""
+    return html.escape(" ".join(str(text).split()), quote=False).replace("|", "\\|")
 
 
 def type_of(node: dict[str, Any]) -> str:
@@ -121,8 +123,8 @@ def leaderboard_table(board: dict[str, Any], rel: str) -> str:
     suite = board.get("suite", {})
     entries = sorted(board.get("entries", []), key=lambda e: (e["method"] != "none", e["method"]))
     base = next((e["result"]["summary"] for e in entries if e["method"] == "none"), None)
-    head = ["method", *(f"`{c}`" for c in LEADERBOARD_COLUMNS), "`sscd_mem` vs none", "`clip_gen` vs none",
-            "s/image vs none"]
+    head = ["method", *(f"`{c}`" for c in LEADERBOARD_COLUMNS), "`sscd_mem` change", "`clip_gen` change",
+            "time vs none"]
     lines = [
         f"`{rel}`: suite `{suite.get('name')}` version {suite.get('version')}, "
         f"updated {str(board.get('updated_utc', ''))[:10]}.",
