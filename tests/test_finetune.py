@@ -72,6 +72,22 @@ def test_recipe_comes_from_suite_options_and_rejects_bad_values():
 
 
 # -- the projection: known answers ------------------------------------------------------
+
+
+def test_misspelt_recipe_key_is_an_error_naming_it_and_one_rule_says_which_suites_fine_tune():
+    """A typo in a finetune_* option must not silently train with the default."""
+    from memorybench.suites.spec import load_suite, with_options
+
+    with pytest.raises(ConfigError, match="unknown key 'lrr'. Did you mean 'lr'?"):
+        FinetuneRecipe.from_options({"finetune_steps": 7, "finetune_lrr": 0.5})
+    with pytest.raises(ConfigError, match="needs finetune_steps"):
+        FinetuneRecipe.from_options({"finetune_lr": 0.5})
+    suite = load_suite("finetune-dup-v1")
+    assert suite.fine_tunes and suite.finetune_recipe().steps == suite.options["finetune_steps"]
+    assert with_options(suite, {"finetune_steps": 0}).finetune_recipe().steps == 0  # "before fine-tuning" still fine-tunes
+    assert not load_suite("tinyworld-v1").fine_tunes and not load_suite("sd-webster500-v1").fine_tunes
+
+
 def test_energy_basis_keeps_the_smallest_rank_reaching_the_energy():
     gram = torch.diag(torch.tensor([1.0, 4.0, 0.0]))
     assert energy_basis(gram, 0.8).shape == (3, 1)  # 4 / 5 = 0.8

@@ -125,3 +125,45 @@ def test_plugin_cannot_shadow_a_lazy_builtin():
     with pytest.warns(UserWarning, match="built-in"):
         reg.register("none", _method("none"), source="plugin:evil.py")
     assert reg.get("none").__module__ == "memorybench.methods.none"
+
+
+def test_one_registry_type_for_every_kind_of_plugin():
+    """Methods, detectors, metrics and data sources share one Registry type, each with its
+    own entry-point group, built-ins known by name without importing them."""
+    from memorybench import DETECTORS, METRICS
+    from memorybench.suites.data import DATA_SOURCES
+
+    registries = {"memorybench.methods": METHODS, "memorybench.detectors": DETECTORS,
+                  "memorybench.metrics": METRICS, "memorybench.data_sources": DATA_SOURCES}
+    for group, registry in registries.items():
+        assert type(registry) is Registry and registry.group == group
+        assert registry.builtin_names() and all(registry.source(n) == "builtin" for n in registry.builtin_names())
+    assert {"inline", "tinyworld", "finetune-dup", "webster500", "coco-captions"} <= set(DATA_SOURCES.builtin_names())
+    with pytest.raises(UnknownNameError, match="unknown data source 'tinyworl'. Did you mean 'tinyworld'"):
+        DATA_SOURCES.source("tinyworl")
+
+
+def test_a_plugin_data_source_feeds_a_suite(tmp_path):
+    """A data source registered from a plugin file is used by a suite YAML that names it,
+    gets the user's --data paths only when it declares user_data, and is listed by source."""
+    from memorybench.suites.data import DATA_SOURCES, load_suite_data
+    from memorybench.suites.spec import load_suite
+
+    plugin = tmp_path / "my_source.py"
+    plugin.write_text(
+        "from memorybench.suites.data import SuiteData, register_data_source\n"
+        "@register_data_source('test-two-prompts', user_data=True)\n"
+        "def two(suite, paths):\n"
+        "    '''Two prompts and the words of a user file.'''\n"
+        "    words = open(paths['words']).read().split()\n"
+        "    return SuiteData(prompts={'memorized': words[:2]}, seeds={'memorized': [0]})\n")
+    load_plugin(str(plugin))
+    assert DATA_SOURCES.source("test-two-prompts") == f"plugin:{plugin}"
+    suite_file = tmp_path / "s.yaml"
+    suite_file.write_text("name: plug\nversion: 1\ndescription: d\nmodel: dummy\ndata: test-two-prompts\n"
+                          "prompt_sets: [{name: memorized, seeds: 1}]\nmetrics: []\nsummary: []\n")
+    (tmp_path / "words.txt").write_text("a red cat\n")
+    data = load_suite_data(load_suite(str(suite_file)), {"words": str(tmp_path / "words.txt")})
+    assert data.prompts == {"memorized": ["a", "red"]}
+    with pytest.raises(ConfigError, match="reads no local data"):
+        load_suite_data(load_suite("smoke-v1"), {"words": "x"})
