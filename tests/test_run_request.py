@@ -23,9 +23,9 @@ def test_several_methods_get_their_own_settings_and_files(tmp_path):
 
 
 def test_suite_options_are_applied_and_recorded():
-    request = build_run_request("tinyworld-v1", "none", suite_options={"sscd_protocol": "default"})
-    assert request.suite.options["sscd_protocol"] == "default"
-    assert request.options.extra_provenance == {"suite_options": {"sscd_protocol": "default"}}
+    request = build_run_request("sd-webster500-v1", "none", suite_options={"sscd_protocol": "wen2024"})
+    assert request.suite.options["sscd_protocol"] == "wen2024"
+    assert request.options.extra_provenance == {"suite_options": {"sscd_protocol": "wen2024"}}
 
 
 @pytest.mark.parametrize("kwargs, error, message", [

@@ -56,8 +56,8 @@ class ExtractionAttack(Metric):
         return thr, ver, cal
 
     def compute(self, run: RunView) -> dict[str, MetricValue]:
-        world = run.data.extra["world"]
-        source_index = run.data.extra["source_index"]
+        world = run.data.world
+        source_index = run.data.training.index
         preset = get_preset(self.preset_name)
         threshold, verify_l2, cal = self.thresholds(preset, world)
 
