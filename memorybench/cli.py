@@ -331,7 +331,7 @@ def cmd_tinyworld_install(args: argparse.Namespace) -> int:
     manifest = install_world(Path(args.run), target)
     print(f"installed {args.run} -> {target} ({len(manifest['files'])} files)")
     print("every figure measured on the previous world is now stale: bump the version of the suites on it "
-          "(tinyworld-v1, finetune-dup-v1), then re-measure and re-publish (README, 'The tiny world': shipping a world)")
+          "(tinyworld-v1, finetune-dup-v1), then re-measure and re-publish (docs/tinyworld.md, shipping a world)")
     return 0
 
 
