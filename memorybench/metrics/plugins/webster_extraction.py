@@ -29,8 +29,7 @@ class WebsterExtraction(Metric):
         from memorybench.realdata.gt_images import resize_center_crop
         from memorybench.realdata.metric_models import sscd_from
 
-        gt = run.data.ground_truth
-        records = run.data.records
+        gt, records = run.data.ground_truth, run.data.records
         preset = get_preset(run.suite.options["attack_preset"])
         mem = run.images["memorized"]
         results, targets = [], {}
