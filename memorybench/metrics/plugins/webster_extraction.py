@@ -29,8 +29,8 @@ class WebsterExtraction(Metric):
         from memorybench.realdata.gt_images import resize_center_crop
         from memorybench.realdata.metric_models import sscd_from
 
-        gt, records = run.data.ground_truth, run.data.records
         preset = get_preset(run.suite.options["attack_preset"])
+        gt, records = run.data.ground_truth, run.data.records
         mem = run.images["memorized"]
         results, targets = [], {}
         for prompt, images in mem.items():
