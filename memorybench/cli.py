@@ -96,8 +96,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             continue
         kind = getattr(obj, "kind", args.what[:-1])
         origin = "" if source == "builtin" else f" [{source}]"
-        description = getattr(obj, "description", None) or (getattr(obj, "load", None).__doc__ or "").strip().split("\n")[0]
-        print(f"{name}\t{kind}\t{description}{origin}")
+        print(f"{name}\t{kind}\t{getattr(obj, 'description', '')}{origin}")
     return 0
 
 

@@ -67,16 +67,16 @@ class PromptTokenMask:
 
     def __init__(self, tokenizer, state) -> None:
         self.tokenizer, self.state = tokenizer, state
-        self._prompts: tuple[str, ...] | None = None
+        self._prompts: list[str] | None = None  # the state's list the mask was computed for
         self._keep: torch.Tensor | None = None
 
     def keep(self, n_tokens: int) -> torch.Tensor | None:
-        prompts = tuple(self.state.prompts)
+        prompts = self.state.prompts  # a new list per batch (SamplingState.begin): identity is enough
         if not prompts:
             return None
-        if prompts != self._prompts:
+        if prompts is not self._prompts:
             positions = torch.arange(n_tokens)
-            self._keep = torch.stack([positions < n for n in prompt_token_counts(self.tokenizer, list(prompts))])
+            self._keep = torch.stack([positions < n for n in prompt_token_counts(self.tokenizer, prompts)])
             self._prompts = prompts
         return self._keep
 

@@ -74,6 +74,11 @@ class DataSource:
     load: Callable[..., SuiteData]  # (suite, paths) if user_data else (suite)
     user_data: bool = False
 
+    @property
+    def description(self) -> str:
+        """The first line of the loader's docstring (what ``memorybench list data-sources`` shows)."""
+        return (self.load.__doc__ or "").strip().split("\n")[0]
+
 
 def _check_data_source(obj: Any) -> None:
     if not isinstance(obj, DataSource):
