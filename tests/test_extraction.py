@@ -197,7 +197,8 @@ def _fake_run(rng, n_mem=3, n_gen=3, seeds=6):
     mem = {f"m{i}": _jitter(rng, train[i], seeds, amp=3) for i in range(n_mem)}
     mem["m0"] = _noise(rng, seeds, 64)  # this memorized prompt no longer copies
     gen = {f"g{i}": _noise(rng, seeds, 64) for i in range(n_gen)}
-    data = types.SimpleNamespace(extra={"world": world, "source_index": {f"m{i}": i for i in range(n_mem)}})
+    training = types.SimpleNamespace(images=train, index={f"m{i}": i for i in range(n_mem)})
+    data = types.SimpleNamespace(world=world, training=training)
     return RunView(suite=types.SimpleNamespace(name="fake"), data=data, images={"memorized": mem, "general": gen},
                    progress=False)
 
