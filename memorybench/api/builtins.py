@@ -20,8 +20,8 @@ BUILTIN_DETECTORS = {
 BUILTIN_METRICS = {
     "pixel-diversity": "memorybench.metrics.plugins.pixel_diversity:PixelDiversity",
     "tinyworld-copy": "memorybench.metrics.plugins.tinyworld_copy:TinyWorldCopy",
-    "tinyworld-fid": "memorybench.metrics.plugins.quality:TinyWorldFID",
-    "extraction-attack": "memorybench.metrics.plugins.extraction:ExtractionAttack",
+    "tinyworld-fid": "memorybench.metrics.plugins.tinyworld_fid:TinyWorldFID",
+    "extraction-attack": "memorybench.metrics.plugins.extraction_attack:ExtractionAttack",
     "webster-copy": "memorybench.metrics.plugins.webster_copy:WebsterCopy",
     "webster-extraction": "memorybench.metrics.plugins.webster_extraction:WebsterExtraction",
     "clip-score": "memorybench.metrics.plugins.clip_score:ClipScore",

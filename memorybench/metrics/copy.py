@@ -310,7 +310,7 @@ def copy_summary(
     ``gen_images``/``gen_captions``: the same for held-out general prompts.
     ``embedder``: an :class:`~memorybench.metrics.sscd.SSCDEmbedder` (anything with
     ``embed`` and ``implementation``); ``clip_scorer``: a
-    :class:`~memorybench.metrics.clip_score.ClipScorer` (CLIP columns are left out
+    :class:`~memorybench.metrics.clip.ClipScorer` (CLIP columns are left out
     without it); ``mem_source_images``: uint8 (P, H, W, 3) source images for
     ``tiled_l2_mem`` (left out without them); ``threshold``: from
     :func:`calibrate_copy_threshold`.

@@ -84,8 +84,8 @@ PRESETS: dict[str, AttackPreset] = {p.name: p for p in (SEED001, CARLINI2023, TI
 
 # tinyworld calibration: link below LINK_FRACTION x the closest two distinct real images of one
 # caption (so two distinct real images are never linked); verify below VERIFY_RATIO x that
-# (Carlini's 0.15 / LeakPro's 0.10 = 1.5): 0.19 on the shipped world, still below the closest
-# two distinct memorized photos (0.215), so a verified clique cannot be another photo.
+# (Carlini's 0.15 / LeakPro's 0.10 = 1.5), which on the shipped world stays below the closest
+# two distinct memorized photos, so a verified clique cannot be another photo.
 LINK_FRACTION = 0.75  # 0.5 linked almost no memorized pair on the shipped world (copies are grainy)
 VERIFY_RATIO = 1.5
 

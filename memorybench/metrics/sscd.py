@@ -22,13 +22,9 @@ Presets (``PRESETS``):
   images are upscaled to 96, 512 px Stable Diffusion images downscaled to 288 -- MemBench's
   size, inside the papers' 224-320 range), antialiased bicubic, no crop. Chosen by
   measurement (``benchmarks/sscd_resize_study.py``; figures in
-  ``benchmarks/results/sscd-resize-study.json``): on 64 px crops of scikit-image's photos, upscaling to
-  the papers' 224-288 px shrinks the gap between imperfect copies and distinct images
-  from 0.48 to 0.15-0.20 (copies p5 0.37-0.42 vs distinct p99 0.22), while 80-96 px
-  gives the widest gap (0.48); 96 ties 80 on the gap and has the lower floor for
-  unrelated images, the tiny world's known weak point. At 512 px every size from 96 to
-  320 separates copies from distinct photos perfectly (AUROC 1.0) and smaller sizes
-  even give wider gaps; 288 is kept there for comparability with the papers.
+  ``benchmarks/results/sscd-resize-study.json`` and on the suites page of the docs): small
+  sizes separate imperfect copies from distinct images best at 64 px, and at 512 px 288 is
+  kept for comparability with the papers.
 * ``wen2024``: Wen et al. ICLR'24 / DCR / ConceptPrune: Resize 256 -> CenterCrop 224 ->
   Normalize(mean=std=0.5), disc_large TorchScript.
 * ``nemo2024``: NeMo: Resize 320, ImageNet normalisation, disc_mixup TorchScript.

@@ -51,7 +51,7 @@ def clip_input(arch: str) -> InputSpec:
 
 
 def clip_from(run):
-    from memorybench.metrics.clip_score import ClipScorer, load_openclip_scorer
+    from memorybench.metrics.clip import ClipScorer, load_openclip_scorer
 
     arch = run.suite.options["clip_arch"]
     path = run.data.inputs["clip_weights"]

@@ -2,7 +2,7 @@
 
 Shipping a world changes every number measured on it, so this only swaps the files, checked
 against the run's own manifest; what must be re-measured afterwards is printed by the CLI
-(``memorybench tinyworld install``) and listed in the README ("The tiny world").
+(``memorybench tinyworld install``) and listed on the docs page "The tiny world".
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ def cached_embeddings(embedder: SSCDEmbedder, images: np.ndarray, data_sha256: s
 
 
 def tiny_clip_scorer():
-    from memorybench.metrics.clip_score import ClipScorer
+    from memorybench.metrics.clip import ClipScorer
     from memorybench.tinyworld import world_path
     from memorybench.tinyworld.clip import load_tiny_clip
 
