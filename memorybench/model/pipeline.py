@@ -65,6 +65,13 @@ def check_model_folder(path: Path) -> None:
             raise ModelError(f"model folder '{path}/{comp}' holds no weights (*.safetensors or *.bin)")
 
 
+def _is_xl_folder(folder: Path) -> bool:
+    from memorybench.core.io import read_json_strict
+
+    index = folder / "model_index.json"
+    return index.is_file() and "XL" in str(read_json_strict(index).get("_class_name", ""))
+
+
 def folder_weights_sha256(path: Path) -> str:
     """sha256 over every weight and config file of a pipeline folder (relative names)."""
     files = [p for p in path.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".json", ".txt")]
@@ -109,6 +116,9 @@ class SamplingHooks(Protocol):
 
     def on_step(self, pipe: "PipelineAdapter", step: int, t: Any, latents: torch.Tensor) -> torch.Tensor: ...
 
+    # optional (``Method`` has both): adjust_initial_latents(pipe, latents, cond, uncond, settings)
+    # and combine_guidance(pipe, step, t, prediction, guidance)
+
 
 class PipelineAdapter:
     """Wraps a diffusers StableDiffusionPipeline (or one built in code)."""
@@ -127,22 +137,23 @@ class PipelineAdapter:
             module.eval()
             module.requires_grad_(False)
         self.state = SamplingState()
+        self._pooled: dict[str, torch.Tensor] = {}  # SDXL: prompt -> pooled text embedding
         self._base_scheduler_config = dict(pipe.scheduler.config)
 
     # -- construction ---------------------------------------------------------------
     @classmethod
     def from_folder(cls, path: str | Path, device: str = "cpu", dtype: str | None = None,
                     model_id: str | None = None) -> "PipelineAdapter":
-        from diffusers import StableDiffusionPipeline
+        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
         folder = Path(path).expanduser()
         check_model_folder(folder)
         torch_dtype = parse_dtype(dtype, device)
+        xl = _is_xl_folder(folder)
+        pipeline_cls = StableDiffusionXLPipeline if xl else StableDiffusionPipeline
+        no_checker = {} if xl else {"safety_checker": None, "requires_safety_checker": False}
         try:
-            pipe = StableDiffusionPipeline.from_pretrained(
-                folder, local_files_only=True, safety_checker=None,
-                requires_safety_checker=False, torch_dtype=torch_dtype,
-            )
+            pipe = pipeline_cls.from_pretrained(folder, local_files_only=True, torch_dtype=torch_dtype, **no_checker)
         except Exception as exc:  # diffusers' own message names the broken component
             raise ModelError(f"could not load model folder '{folder}': {type(exc).__name__}: {exc}") from exc
         pipe.set_progress_bar_config(disable=True)
@@ -169,8 +180,16 @@ class PipelineAdapter:
         """The dtype as results record it: fp32, fp16 or bf16."""
         return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.dtype]
 
+    @property
+    def is_sdxl(self) -> bool:
+        """SDXL: two text encoders, pooled text embeddings and added time ids."""
+        return getattr(self.pipe, "text_encoder_2", None) is not None
+
     def modules(self) -> dict[str, torch.nn.Module]:
-        return {"unet": self.pipe.unet, "vae": self.pipe.vae, "text_encoder": self.pipe.text_encoder}
+        mods = {"unet": self.pipe.unet, "vae": self.pipe.vae, "text_encoder": self.pipe.text_encoder}
+        if self.is_sdxl:
+            mods["text_encoder_2"] = self.pipe.text_encoder_2
+        return mods
 
     def state_sha256(self) -> str:
         return state_sha256(self.modules())
@@ -191,8 +210,50 @@ class PipelineAdapter:
 
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """The per-token text conditioning the UNet's cross-attention reads."""
+        if self.is_sdxl:
+            return self._encode_xl(list(prompts))
         ids = self.tokenize(prompts)
         return self.text_encoder(ids)[0].to(self.dtype)
+
+    def _encode_xl(self, prompts: list[str]) -> torch.Tensor:
+        # As SDXL's own pipeline: both encoders' penultimate hidden states side by side, the
+        # second encoder's projected EOS state as the pooled embedding; the empty prompt is
+        # all zeros when the model says so (force_zeros_for_empty_prompt).
+        hidden = []
+        for tok, enc in ((self.pipe.tokenizer, self.pipe.text_encoder),
+                         (self.pipe.tokenizer_2, self.pipe.text_encoder_2)):
+            ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                      return_tensors="pt").input_ids.to(self.device)
+            out = enc(ids, output_hidden_states=True)
+            hidden.append(out.hidden_states[-2])
+        cond, pooled = torch.cat(hidden, dim=-1).to(self.dtype), out[0].to(self.dtype)
+        if getattr(self.pipe.config, "force_zeros_for_empty_prompt", False):
+            empty = torch.tensor([p == "" for p in prompts], device=cond.device)
+            cond = torch.where(empty[:, None, None], torch.zeros_like(cond), cond)
+            pooled = torch.where(empty[:, None], torch.zeros_like(pooled), pooled)
+        for prompt, vector in zip(prompts, pooled):
+            self._pooled[prompt] = vector
+        return cond
+
+    def _added_conditions(self, latents: torch.Tensor) -> dict[str, torch.Tensor]:
+        """SDXL's pooled text embeddings and time ids for a ``[uncond; cond]`` UNet batch.
+        They follow the prompts of the batch in ``state`` (the pooled embedding is a property of
+        the prompt text; a method that edits the token embeddings leaves it as it was)."""
+        prompts = self.state.prompts
+        n = latents.shape[0]
+        if len(prompts) != n:
+            raise ModelError(f"SDXL needs the batch's prompts in pipe.state ({len(prompts)} for {n} latents): "
+                             "call the UNet between state.begin() and state.end()")
+        missing = [p for p in dict.fromkeys(prompts + [""]) if p not in self._pooled]
+        if missing:
+            self.encode_prompts(missing)
+        pooled = torch.stack([self._pooled[""]] * n + [self._pooled[p] for p in prompts])
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        h, w = latents.shape[-2] * factor, latents.shape[-1] * factor
+        # original size, crop top-left, target size: an uncropped image at the sampled size
+        time_ids = torch.tensor([h, w, 0, 0, h, w], device=latents.device, dtype=self.dtype).repeat(2 * n, 1)
+        return {"text_embeds": pooled.to(latents.device), "time_ids": time_ids}
 
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         return self.text_encoder(ids)[0].to(self.dtype)
@@ -223,7 +284,8 @@ class PipelineAdapter:
         """The one guided UNet call of the package (sampling, detectors and methods use it):
         the UNet batch is ``[uncond; cond]`` over the same latents."""
         model_in = scheduler.scale_model_input(torch.cat([latents, latents]), t)
-        out = self.unet(model_in, t, encoder_hidden_states=torch.cat([uncond, cond])).sample
+        extra = {"added_cond_kwargs": self._added_conditions(latents)} if self.is_sdxl else {}
+        out = self.unet(model_in, t, encoder_hidden_states=torch.cat([uncond, cond]), **extra).sample
         out_u, out_c = out.chunk(2)
         return CFGPrediction(out_u, out_c, model_in[: latents.shape[0]])
 
@@ -258,7 +320,12 @@ class PipelineAdapter:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         scale = getattr(self.vae.config, "scaling_factor", 1.0)
-        images = self.vae.decode(latents / scale).sample
+        if self.dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False):
+            # SDXL's VAE overflows in fp16: decode in fp32 as its own pipeline does
+            images = self.vae.float().decode(latents.float() / scale).sample
+            self.vae.to(self.dtype)
+        else:
+            images = self.vae.decode(latents / scale).sample
         images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return images.permute(0, 2, 3, 1).cpu().numpy()
 
@@ -276,6 +343,10 @@ class PipelineAdapter:
         uncond = self.encode_prompts([""] * len(prompts))
         if method is not None:
             cond = method.prompt_embeds(self, cond, uncond, latents, settings, prompts)
+            adjust = getattr(method, "adjust_initial_latents", None)  # optional for non-Method hooks objects
+            if adjust is not None:
+                latents = adjust(self, latents, cond, uncond, settings)
+        combine = getattr(method, "combine_guidance", None) if method is not None else None
         try:
             with torch.no_grad():
                 for i, t in enumerate(scheduler.timesteps):
@@ -283,7 +354,10 @@ class PipelineAdapter:
                         break
                     state.step_index, state.timestep = i, int(t)
                     guidance = method.guidance_scale(i, settings.steps, settings.guidance) if method else settings.guidance
-                    eps = self.predict_noise(latents, t, cond, uncond, guidance, scheduler)
+                    if combine is None:
+                        eps = self.predict_noise(latents, t, cond, uncond, guidance, scheduler)
+                    else:
+                        eps = combine(self, i, t, self.cfg_prediction(latents, t, cond, uncond, scheduler), guidance)
                     latents = scheduler.step(eps, t, latents).prev_sample
                     if method is not None:
                         latents = method.on_step(self, i, t, latents)
