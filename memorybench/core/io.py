@@ -4,19 +4,40 @@ An atomic write goes to a temporary file in the destination folder, is flushed t
 then renamed over the destination, so a killed process leaves either the old file or the
 new one, never half of one. The strict reader refuses what ``json`` would silently accept:
 NaN and Infinity tokens, numbers that overflow to infinity, and keys given twice (the last
-one would win, so a checked value could hide behind a duplicate).
+one would win, so a checked value could hide behind a duplicate), files larger than a limit
+(read before parsing, so a huge file costs nothing) and nesting deeper than a limit (checked
+without recursion, so no later recursive walk can overflow the stack).
+
+Shared files that several processes update (a leaderboard, a cache manifest) are changed
+under :func:`file_lock`, an advisory lock on a ``.lock`` file beside them: read, modify and
+write back (atomically) while holding it, and no update is lost.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from memorybench.errors import ValidationError
+from memorybench.errors import MemorybenchError, ValidationError
+
+# Limits of the strict reader (documented on the reliability page of the docs).
+MAX_JSON_BYTES = 64 * 1024 * 1024  # any JSON file a user hands in (leaderboards are the largest)
+MAX_JSON_DEPTH = 64  # nested objects/arrays; memorybench files nest about 10 deep
+LOCK_TIMEOUT_S = 600.0  # how long a writer waits for another one's lock before giving up
+
+
+class WriteError(MemorybenchError, OSError):
+    """A file that could not be written (disk full, read-only, no permission): nothing was replaced."""
+
+
+class LockTimeout(MemorybenchError):
+    """Another process held a shared file's lock for longer than ``LOCK_TIMEOUT_S``."""
 
 _UMASK = os.umask(0)  # reading the umask means setting it: once, at import
 os.umask(_UMASK)
@@ -34,10 +55,67 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, MemorybenchError) and exc.errno in _WRITE_ERRNOS:
+            raise WriteError(exc.errno, f"cannot write '{path}': {os.strerror(exc.errno)} "
+                                        "(nothing was replaced; free space or fix permissions and rerun)") from exc
         raise
+    return path
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def lock_path(path: str | os.PathLike) -> Path:
+    """The lock file of a shared file: ``.NAME.lock`` beside it."""
+    path = Path(path)
+    return path.parent / f".{path.name}.lock"
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, timeout: float | None = None) -> Iterator[None]:
+    """Hold the advisory lock of ``path`` (another process taking it waits): wrap a whole
+    read-modify-write in it so that two writers never both read the old content."""
+    from filelock import FileLock, Timeout
+
+    lock = lock_path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    wait = LOCK_TIMEOUT_S if timeout is None else timeout
+    try:
+        with FileLock(str(lock), timeout=wait):
+            yield
+    except Timeout:
+        raise LockTimeout(f"'{path}' is locked by another process (lock file '{lock}') for more than "
+                          f"{wait:.0f} s: wait for it, or remove the lock file if no memorybench process runs") from None
+
+
+def check_writable_destination(path: str | os.PathLike, what: str, is_dir: bool = False) -> Path:
+    """Raise one ``ValidationError`` now if ``path`` could not be written later: a file where a
+    folder is wanted (or the other way round), or a nearest existing folder that refuses a new
+    file. Creates nothing that stays."""
+    path = Path(path).expanduser()
+    if path.exists():
+        if is_dir and not path.is_dir():
+            raise ValidationError(f"{what} '{path}' is an existing file, not a folder")
+        if not is_dir and path.is_dir():
+            raise ValidationError(f"{what} '{path}' is an existing folder, not a file")
+    folder = path if is_dir else path.parent
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ValidationError(f"{what} '{path}': '{probe}' is a file, so the folder cannot be created")
+    try:  # os.access says yes to root even on a read-only mount: try for real
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".memorybench-write-check.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ValidationError(f"{what} '{path}' cannot be written: '{probe}': {reason}") from None
     return path
 
 
@@ -76,18 +154,48 @@ def loads_strict(text: str) -> Any:
                       object_pairs_hook=_unique_keys)
 
 
-def read_json_strict(path: str | os.PathLike, what: str = "file") -> Any:
-    """``loads_strict`` of a UTF-8 file; any failure is one ``ValidationError`` naming the file."""
+def json_depth(obj: Any) -> int:
+    """Nesting depth of a JSON value (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(obj, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+            deepest = max(deepest, depth + 1)
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+            deepest = max(deepest, depth + 1)
+    return deepest
+
+
+def read_json_strict(path: str | os.PathLike, what: str = "file", max_bytes: int = MAX_JSON_BYTES,
+                     max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``loads_strict`` of a UTF-8 file of at most ``max_bytes`` and ``max_depth``; any
+    failure is one ``ValidationError`` naming the file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
     except FileNotFoundError:
         raise ValidationError(f"{what} '{path}' does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except IsADirectoryError:
+        raise ValidationError(f"{what} '{path}' is a folder, not a file") from None
+    except OSError as exc:
         raise ValidationError(f"{what} '{path}' cannot be read: {exc}") from None
+    if len(data) > max_bytes:
+        raise ValidationError(f"{what} '{path}' is larger than the {max_bytes // (1024 * 1024)} MiB a "
+                              "memorybench file may be")
     try:
-        return loads_strict(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"{what} '{path}' is not UTF-8 text: {exc}") from None
+    try:
+        obj = loads_strict(text)
     except RecursionError:
         raise ValidationError(f"{what} '{path}' is nested too deeply to be a memorybench file") from None
     except ValueError as exc:  # JSONDecodeError is a ValueError too
         raise ValidationError(f"{what} '{path}' is not valid JSON: {exc}") from None
+    if json_depth(obj) > max_depth:
+        raise ValidationError(f"{what} '{path}' is nested too deeply to be a memorybench file "
+                              f"(more than {max_depth} levels)")
+    return obj

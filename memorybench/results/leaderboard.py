@@ -5,7 +5,14 @@
 that disagrees with its metrics, a name that could escape a folder) with a one-line reason,
 and merges the rest: one entry per (method, config sha256); a newer run of the same config
 replaces the older one, which moves to the entry's ``history``. Nothing is written unless
-every file passes, and the leaderboard is written atomically.
+every file passes, and the leaderboard is written atomically, under an advisory lock held
+from reading the board to writing it back, so parallel publishers lose no entry.
+
+Publish also checks what a result says about itself: its ``config_sha256`` is the hash of
+its ``config``, ``created_utc`` is a real time (not in the future, not before 2000), the
+model id is not a local path, each confidence interval contains its value, no string is
+longer than ``MAX_STRING_CHARS`` and no file larger than ``MAX_RESULT_BYTES``. A result that
+is consistent but forged passes all of these: only a rerun (``memorybench compare``) catches it.
 
 Each result's thumbnail grid (see ``memorybench.thumbnails``) is copied beside the
 leaderboard as ``<leaderboard stem>/thumbs/<sha256>.png``: content-addressed, so the
@@ -22,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memorybench.core.io import atomic_write_bytes, atomic_write_text, read_json_strict
+from memorybench.core.io import atomic_write_bytes, atomic_write_text, file_lock, read_json_strict
 from memorybench.core.config import sha256_json
 from memorybench.errors import ConfigError, UnknownNameError, ValidationError
 from memorybench.suites.spec import Suite, load_suite
@@ -31,6 +38,11 @@ LEADERBOARD_VERSION = 1
 # Names that become (part of) file names or page anchors: no separators, no "..", no control chars.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# Size limits (documented on the reliability page): a result file and any one string in it.
+MAX_RESULT_BYTES = 16 * 1024 * 1024
+MAX_STRING_CHARS = 64 * 1024
+EARLIEST_CREATED = _dt.datetime(2000, 1, 1, tzinfo=_dt.timezone.utc)
+FUTURE_TOLERANCE = _dt.timedelta(minutes=10)  # clocks of the machines that ran and publish differ
 PROVENANCE_FIELDS = ("memorybench_version", "memorybench_commit", "packages", "python", "platform",
                      "hardware", "seeds", "wall_seconds", "command", "created_utc")
 
@@ -69,12 +81,93 @@ def _section(result: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
+def check_string_sizes(obj: Any, where: str = "result", limit: int = MAX_STRING_CHARS) -> None:
+    """No string (value or key) longer than ``limit`` characters; the error names the field."""
+    stack = [(obj, where)]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if len(value) > limit:
+                raise ValidationError(f"{path} is a string of {len(value)} characters, more than the "
+                                      f"{limit} a result field may hold")
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                if len(k) > limit:
+                    raise ValidationError(f"{path} has a key of {len(k)} characters, more than the {limit} allowed")
+                stack.append((v, f"{path}.{k}"))
+        elif isinstance(value, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(value))
+
+
+def parse_created(text: Any, where: str = "provenance.created_utc",
+                  now: _dt.datetime | None = None) -> _dt.datetime:
+    """An ISO 8601 time with a UTC offset, not before 2000 and not (beyond clock skew) in the future."""
+    if not isinstance(text, str):
+        raise ValidationError(f"{where} must be an ISO 8601 string, got {type(text).__name__}")
+    try:
+        when = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationError(f"{where} {text[:40]!r} is not an ISO 8601 time") from None
+    if when.tzinfo is None:
+        raise ValidationError(f"{where} {text!r} has no UTC offset (e.g. +00:00)")
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    if when > now + FUTURE_TOLERANCE:
+        raise ValidationError(f"{where} {text!r} is in the future (now {now.isoformat(timespec='seconds')})")
+    if when < EARLIEST_CREATED:
+        raise ValidationError(f"{where} {text!r} is before 2000: not a time a result was made")
+    return when
+
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def local_path_reason(model_id: str) -> str | None:
+    """Why ``model_id`` looks like a local path (None when it is a name such as ``org/model``)."""
+    if model_id.startswith(("/", "~", ".")) or _DRIVE.match(model_id):
+        return "starts like a local path"
+    if "\\" in model_id:
+        return "contains a backslash"
+    if "://" in model_id or model_id.startswith("file:"):
+        return "is a URL"
+    parts = model_id.split("/")
+    if len(parts) > 2:
+        return "has more than one '/' (a model name is NAME or ORG/NAME)"
+    if any(part in ("", ".", "..") for part in parts):
+        return "has an empty, '.' or '..' part"
+    return None
+
+
+def check_self_consistency(result: dict[str, Any]) -> None:
+    """What a schema-valid result says about itself must hold (see the module docstring)."""
+    method = result["method"]
+    actual = sha256_json(method["config"])
+    if actual != method["config_sha256"]:
+        raise ValidationError(f"method.config_sha256 {method['config_sha256'][:12]} is not the hash of "
+                              f"method.config ({actual[:12]}): the config was changed after the run")
+    parse_created(result["provenance"]["created_utc"])
+    reason = local_path_reason(result["model"]["id"])
+    if reason:
+        raise ValidationError(f"model.id {result['model']['id']!r} {reason}: results name models, never local paths")
+    for name, metric in result["metrics"].items():
+        low, high = metric["ci95"]
+        if (low is None) != (high is None):
+            raise ValidationError(f"metrics.{name}.ci95 {metric['ci95']}: both bounds or neither must be null")
+        if low is None:
+            continue
+        value, slack = metric["value"], 1e-9 * max(1.0, abs(metric["value"]))
+        if low > high:
+            raise ValidationError(f"metrics.{name}.ci95 [{low}, {high}]: the low bound is above the high bound")
+        if not low - slack <= value <= high + slack:
+            raise ValidationError(f"metrics.{name}.ci95 [{low}, {high}] does not contain its value {value}")
+
+
 def check_result(result: Any, suite: Suite) -> None:
     """Raise ``ValidationError`` with the reason this result cannot join ``suite``'s leaderboard."""
     from memorybench.results.record import validate_result
 
     if not isinstance(result, dict):
         raise ValidationError("result is not a JSON object")
+    check_string_sizes(result)
     method, suite_info = _section(result, "method"), _section(result, "suite")
     check_safe_name(method.get("name"), "method name")
     check_safe_name(suite_info.get("name"), "suite name")
@@ -83,6 +176,7 @@ def check_result(result: Any, suite: Suite) -> None:
     if missing:
         raise ValidationError(f"missing provenance field(s): {', '.join(missing)}")
     validate_result(result)  # schema, finite numbers, summary == metrics
+    check_self_consistency(result)
     if suite_info["name"] != suite.name:
         raise ValidationError(f"result is for suite '{suite_info['name']}', this leaderboard is for '{suite.name}'")
     if suite_info["version"] != suite.version or suite_info["sha256"] != suite.sha256():
@@ -97,7 +191,7 @@ def check_result(result: Any, suite: Suite) -> None:
 def read_result_for(path: str | Path, suite: Suite) -> dict[str, Any]:
     """Read a result file strictly and check it against ``suite``; ``Rejected`` names the file."""
     try:
-        result = read_json_strict(path, "result file")
+        result = read_json_strict(path, "result file", max_bytes=MAX_RESULT_BYTES)
         check_result(result, suite)
     except ValidationError as exc:
         raise Rejected(str(path), str(exc)) from None
@@ -146,12 +240,78 @@ def empty_leaderboard(suite: Suite) -> dict[str, Any]:
             "updated_utc": _now(), "entries": []}
 
 
+def _check_record(record: Any, where: str) -> None:
+    """One published run (an entry's current one, or one of its history): a valid result whose
+    hash is the one recorded."""
+    from memorybench.results.record import validate_result
+
+    if not isinstance(record, dict):
+        raise ValidationError(f"{where} is not an object")
+    result = record.get("result")
+    if not isinstance(result, dict):
+        raise ValidationError(f"{where}.result is not an object")
+    try:
+        validate_result(result)
+    except ValidationError as exc:
+        raise ValidationError(f"{where}.result: {exc}") from None
+    if not isinstance(record.get("published_utc"), str):
+        raise ValidationError(f"{where}.published_utc is not a string")
+    if record.get("result_sha256") != sha256_json(result):
+        raise ValidationError(f"{where}.result_sha256 is not the hash of its result (changed by hand?)")
+
+
+def check_leaderboard(board: Any) -> None:
+    """Every field a leaderboard command reads has the type it expects; the error names the field."""
+    if not isinstance(board, dict):
+        raise ValidationError("the file is not a JSON object")
+    if board.get("leaderboard_version") != LEADERBOARD_VERSION:
+        raise ValidationError(f"leaderboard_version is {board.get('leaderboard_version')!r}, not {LEADERBOARD_VERSION}")
+    suite = board.get("suite")
+    if not isinstance(suite, dict) or not isinstance(suite.get("name"), str) \
+            or not isinstance(suite.get("version"), int) or not isinstance(suite.get("sha256"), str):
+        raise ValidationError("suite must be an object with name (string), version (integer) and sha256 (string)")
+    if not isinstance(board.get("columns", []), list) or not all(
+            isinstance(c, dict) and isinstance(c.get("name"), str) for c in board.get("columns", [])):
+        raise ValidationError("columns must be a list of objects with a name")
+    if not isinstance(board.get("updated_utc", ""), str):
+        raise ValidationError("updated_utc is not a string")
+    entries = board.get("entries")
+    if not isinstance(entries, list):
+        raise ValidationError("entries is not a list")
+    seen = set()
+    for i, entry in enumerate(entries):
+        where = f"entries[{i}]"
+        if not isinstance(entry, dict):
+            raise ValidationError(f"{where} is not an object")
+        try:
+            check_safe_name(entry.get("method"), f"{where}.method")
+        except ValidationError as exc:
+            raise ValidationError(str(exc)) from None
+        if not isinstance(entry.get("config_sha256"), str) or not _HEX64.match(entry["config_sha256"]):
+            raise ValidationError(f"{where}.config_sha256 is not a sha256 hex string")
+        _check_record(entry, where)
+        method = entry["result"]["method"]
+        if (method["name"], method["config_sha256"]) != (entry["method"], entry["config_sha256"]):
+            raise ValidationError(f"{where}: method and config_sha256 are not those of its result")
+        if (entry["method"], entry["config_sha256"]) in seen:
+            raise ValidationError(f"{where}: a second entry for {entry['method']} config {entry['config_sha256'][:8]}")
+        seen.add((entry["method"], entry["config_sha256"]))
+        history = entry.get("history")
+        if not isinstance(history, list):
+            raise ValidationError(f"{where}.history is not a list")
+        for j, old in enumerate(history):
+            _check_record(old, f"{where}.history[{j}]")
+
+
 def load_leaderboard(path: str | Path, suite: Suite | None = None) -> dict[str, Any]:
-    """Read a leaderboard file; with ``suite``, check that it was built for that exact suite."""
+    """Read a leaderboard file strictly and check every field a command reads; with ``suite``,
+    check that it was built for that exact suite."""
     board = read_json_strict(path, "leaderboard")
-    if not isinstance(board, dict) or board.get("leaderboard_version") != LEADERBOARD_VERSION \
-            or not isinstance(board.get("entries"), list) or not isinstance(board.get("suite"), dict):
-        raise ValidationError(f"leaderboard '{path}' is not a memorybench leaderboard v{LEADERBOARD_VERSION} file")
+    try:
+        check_leaderboard(board)
+    except ValidationError as exc:
+        raise ValidationError(f"leaderboard '{path}' is not a valid memorybench leaderboard "
+                              f"v{LEADERBOARD_VERSION} file: {exc}") from None
     if suite is not None and board["suite"] != suite_record(suite):
         old = board["suite"]
         raise ValidationError(
@@ -167,7 +327,8 @@ def leaderboard_suite(path: str | Path, suite_name: str | None = None) -> Suite:
         return load_suite(suite_name)
     path = Path(path)
     if path.is_file():
-        name = read_json_strict(path, "leaderboard").get("suite", {}).get("name")
+        board = read_json_strict(path, "leaderboard")
+        name = board.get("suite", {}).get("name") if isinstance(board, dict) and isinstance(board.get("suite"), dict) else None
         if isinstance(name, str):
             return load_suite(name)
     try:
@@ -244,8 +405,17 @@ def _other_weights(board: dict[str, Any], checked: list[tuple[str, dict[str, Any
 
 def publish(result_paths: list[str | Path], leaderboard_path: str | Path,
             suite_name: str | None = None) -> PublishReport:
-    """Check every result, then merge them all into the leaderboard (or nothing, on any rejection)."""
+    """Check every result, then merge them all into the leaderboard (or nothing, on any rejection).
+
+    The whole read-check-merge-write runs under the leaderboard's lock: a publisher that
+    starts while another one writes waits, then reads the board with the other's entries."""
     leaderboard_path = Path(leaderboard_path)
+    with file_lock(leaderboard_path):
+        return _publish_locked(result_paths, leaderboard_path, suite_name)
+
+
+def _publish_locked(result_paths: list[str | Path], leaderboard_path: Path,
+                    suite_name: str | None) -> PublishReport:
     suite = leaderboard_suite(leaderboard_path, suite_name)
     board = load_leaderboard(leaderboard_path, suite) if leaderboard_path.exists() else empty_leaderboard(suite)
     checked, rejections = [], []
