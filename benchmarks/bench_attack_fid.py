@@ -2,7 +2,7 @@
 
 (a) Tiled L2 all pairs vs a per-pair loop: see ``bench_metrics.py`` (not repeated here).
 (b) The whole clique attack on one prompt (distances + graph + bounded clique search) at
-    N = 50 (seed001) and N = 500 (carlini2023), 64x64: planted clique of 12 among noise.
+    N = 50 (chavhan2024) and N = 500 (carlini2023), 64x64: planted clique of 12 among noise.
 (c) FID feature extraction through torch-fidelity with the tiny-CLIP extractor, images/s
     at batch 64 (the shipped tiny CLIP when the world is there, else the same architecture
     with random weights: identical cost), and one end-to-end ``fid_kid`` of 96 generated
@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_metrics import _best  # noqa: E402
 
-from memorybench.metrics.extraction import SEED001, CARLINI2023, attack_prompt  # noqa: E402
+from memorybench.metrics.extraction import CHAVHAN2024, CARLINI2023, attack_prompt  # noqa: E402
 from memorybench.metrics.fid import extract_features, fid_kid, tinyclip_extractor  # noqa: E402
 from memorybench.metrics.sscd import available_cores  # noqa: E402
 
@@ -75,7 +75,7 @@ def main() -> None:
     print("\n(b) clique attack, one prompt, 64x64 (distances + networkx graph + bounded search + verification)")
     print("| preset | N | seconds per prompt |")
     print("|---|---|---|")
-    for n, preset in ((50, SEED001), (200 if args.quick else 500, CARLINI2023)):
+    for n, preset in ((50, CHAVHAN2024), (200 if args.quick else 500, CARLINI2023)):
         r = bench_attack(n, preset, repeats)
         print(f"| {r['preset']} | {r['n']} | {r['seconds']:.3f} |")
 

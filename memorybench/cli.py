@@ -12,7 +12,7 @@ import re
 import sys
 from pathlib import Path
 
-from memorybench.errors import MemorybenchError
+from memorybench.errors import ConfigError, MemorybenchError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
@@ -130,19 +130,36 @@ def _print_summary(result: dict) -> None:
           f"from cache {cost['images_from_cache']}; wall {result['provenance']['wall_seconds']:.1f} s")
 
 
+def _smoke(args: argparse.Namespace):
+    from memorybench.suites.smoke import SmokeOverrides
+
+    return SmokeOverrides(args.limit_prompts, args.seeds, args.steps, args.resolution)
+
+
+def _suite(args: argparse.Namespace):
+    """The suite a command works on: by name or file, with --suite-option and smoke flags."""
+    from memorybench.core.config import parse_set_options
+    from memorybench.suites.smoke import apply_smoke
+    from memorybench.suites.spec import load_suite, with_options
+
+    return apply_smoke(with_options(load_suite(args.suite), parse_set_options(args.suite_option)), _smoke(args))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Parse the command line once into a run request, run it, report each method."""
     from memorybench.core.config import parse_set_options
     from memorybench.realdata.inputs import parse_data_paths
-    from memorybench.run.request import RunOptions, build_run_request
+    from memorybench.run.request import RunOptions, build_run_request, parse_shard
     from memorybench.run.runner import run_request, summary_lines
 
     _load_plugins(args)
     options = RunOptions(model_path=args.model, cache_dir=args.cache_dir, device=args.device,
                          dtype=args.dtype, batch_size=args.batch_size, progress=not args.no_progress,
-                         command=["memorybench"] + sys.argv[1:], data_paths=parse_data_paths(args.data))
+                         command=["memorybench"] + sys.argv[1:], data_paths=parse_data_paths(args.data),
+                         shard=parse_shard(args.shard), metrics_only=args.metrics_only)
     request = build_run_request(args.suite, args.method, parse_set_options(args.set),
-                                parse_set_options(args.suite_option), args.output, args.output_dir, options)
+                                parse_set_options(args.suite_option), args.output, args.output_dir, options,
+                                smoke=_smoke(args))
     outcomes = run_request(request, debug=args.debug)
     for o in outcomes:
         if o.status == "ok" and o.result is not None:
@@ -261,16 +278,16 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from memorybench.core.config import parse_set_options
     from memorybench.run.detect import DetectOptions, default_detection_path, format_report, run_detection
     from memorybench.api.detector import DETECTORS
-    from memorybench.suites.spec import load_suite
+    from memorybench.realdata.inputs import parse_data_paths
 
     _load_plugins(args)
-    suite = load_suite(args.suite)
+    suite = _suite(args)
     settings = parse_set_options(args.set)
     detector = DETECTORS.get(args.detector).from_settings(settings)  # validate before loading the model
     output = args.output or str(default_detection_path(suite, detector))
     options = DetectOptions(model_path=args.model, output=output, device=args.device, dtype=args.dtype,
-                            batch_size=args.batch_size, limit=args.limit, progress=not args.no_progress,
-                            command=["memorybench"] + sys.argv[1:])
+                            batch_size=args.batch_size, progress=not args.no_progress, cache_dir=args.cache_dir,
+                            command=["memorybench"] + sys.argv[1:], data_paths=parse_data_paths(args.data))
     report = run_detection(suite, args.detector, settings, options)
     for line in format_report(report):
         print(line)
@@ -288,10 +305,11 @@ def cmd_analyze_wanda_masks(args: argparse.Namespace) -> int:
         format_table,
     )
     from memorybench.core.config import parse_set_options
-    from memorybench.suites.spec import load_suite
+    from memorybench.realdata.inputs import parse_data_paths
 
-    suite = load_suite(args.suite)
-    options = MaskAnalysisOptions(subsets=args.subsets, subset_size=args.subset_size, mode=args.mode, seed=args.seed,
+    suite = _suite(args)
+    options = MaskAnalysisOptions(data_paths=parse_data_paths(args.data), cache_dir=args.cache_dir,
+                                  subsets=args.subsets, subset_size=args.subset_size, mode=args.mode, seed=args.seed,
                                   control=not args.no_control, wanda=parse_set_options(args.set),
                                   model_path=args.model, device=args.device, progress=not args.no_progress,
                                   command=["memorybench"] + sys.argv[1:])
@@ -299,6 +317,17 @@ def cmd_analyze_wanda_masks(args: argparse.Namespace) -> int:
     for line in format_table(report):
         print(line)
     print(f"written {Path(args.out) / REPORT_NAME} and {Path(args.out) / FIGURE_NAME}")
+    return 0
+
+
+def cmd_random_model(args: argparse.Namespace) -> int:
+    from memorybench.model.random_sd import save_random_sd
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"--out '{out}' exists and is not empty")
+    save_random_sd(args.kind, out, size=args.size, seed=args.seed)
+    print(f"random-weights {args.kind} ({args.size}) written to {out}: use --model {out}")
     return 0
 
 
@@ -365,6 +394,20 @@ def build_parser() -> argparse.ArgumentParser:
                            help="auto: fp32 on CPU, fp16 on GPU")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+    def suite_args(p: argparse.ArgumentParser) -> None:
+        """What a command reads besides the model (run, detect, analyze): local data, suite
+        options, the cache, and the smoke flags that shrink a suite for a quick try."""
+        p.add_argument("--data", action="append", metavar="KEY=PATH",
+                       help="local data the suite reads, e.g. prompts=webster.csv gt_images=DIR (repeatable)")
+        p.add_argument("--suite-option", action="append", metavar="KEY=VALUE",
+                       help="change a suite option, e.g. sscd_protocol=wen2024 (changes the suite hash; repeatable)")
+        p.add_argument("--cache-dir", metavar="DIR", help="generation cache (default ~/.cache/memorybench)")
+        smoke = p.add_argument_group("smoke run (shrinks the suite: its hash changes and the result cannot be published)")
+        smoke.add_argument("--limit-prompts", type=int, metavar="N", help="only the first N prompts of each prompt set")
+        smoke.add_argument("--seeds", type=int, metavar="N", help="N seeds per prompt")
+        smoke.add_argument("--steps", type=int, metavar="N", help="N sampler steps")
+        smoke.add_argument("--resolution", type=int, metavar="PX", help="generate PX x PX images")
+
     p = sub.add_parser("list", help="list methods, detectors, metrics, data sources or suites")
     p.add_argument("what", choices=["methods", "detectors", "metrics", "data-sources", "suites"])
     plugins_arg(p)
@@ -376,14 +419,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="method name (memorybench list methods), a comma list, or 'all' (every built-in)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="method config value (repeatable)")
     model_args(p)
-    p.add_argument("--data", action="append", metavar="KEY=PATH",
-                   help="local data the suite reads, e.g. prompts=webster.csv gt_images=DIR (repeatable)")
-    p.add_argument("--suite-option", action="append", metavar="KEY=VALUE",
-                   help="change a suite option, e.g. sscd_protocol=wen2024 (changes the suite hash; repeatable)")
+    suite_args(p)
     p.add_argument("--output", metavar="FILE.json", help="result path (default results/SUITE/METHOD-CFG.json)")
     p.add_argument("--output-dir", metavar="DIR", help="folder for one result per method (default results/SUITE)")
-    p.add_argument("--cache-dir", metavar="DIR", help="generation cache (default ~/.cache/memorybench)")
     p.add_argument("--batch-size", type=int, default=32)
+    scale = p.add_argument_group("many machines without a process group")
+    scale.add_argument("--shard", metavar="I/N", help="generate shard I of N (0-based) into the shared --cache-dir, "
+                       "compute no metrics (e.g. a Slurm array: --shard $SLURM_ARRAY_TASK_ID/N)")
+    scale.add_argument("--metrics-only", action="store_true",
+                       help="evaluate images already in the cache; refuse while any is missing")
     plugins_arg(p)
     p.set_defaults(func=cmd_run)
 
@@ -442,8 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", required=True, help="detector name (memorybench list detectors)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="detector config value (repeatable)")
     model_args(p)
+    suite_args(p)
+    p.add_argument("--limit", dest="limit_prompts", type=int, help=argparse.SUPPRESS)  # the older name of --limit-prompts
     p.add_argument("--output", metavar="FILE.json", help="report path (default results/SUITE/detect-NAME-CFG.json)")
-    p.add_argument("--limit", type=int, metavar="N", help="only the first N prompts of each set (quick checks)")
     p.add_argument("--batch-size", type=int, default=8, help="prompts per detector call")
     plugins_arg(p)
     p.set_defaults(func=cmd_detect)
@@ -460,7 +505,17 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--no-control", action="store_true", help="skip the general-prompt control mask")
     a.add_argument("--out", required=True, metavar="DIR", help="folder for wanda-masks.json and the heatmap PNG")
     model_args(a, dtype=False)
+    suite_args(a)
     a.set_defaults(func=cmd_analyze_wanda_masks)
+
+    p = sub.add_parser("random-model", help="write a Stable Diffusion model folder with random weights "
+                       "(SD 1.5, SD 2.1 or SDXL architecture) to try the real path without real weights")
+    p.add_argument("kind", choices=["sd15", "sd21", "sdxl"])
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write (a diffusers pipeline, for --model DIR)")
+    p.add_argument("--size", choices=["small", "full"], default="small",
+                   help="small: the architecture's structure with narrow layers (seconds); full: the released sizes")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_random_model)
 
     tw = command_group("tinyworld", "the embedded tiny world", "SUBCOMMAND")
     t = tw.add_parser("train", help="train the tiny world from scratch (CPU, under an hour)")

@@ -12,7 +12,7 @@ from memorybench.metrics.extraction import (
     LINK_FRACTION,
     CARLINI2023,
     PRESETS,
-    SEED001,
+    CHAVHAN2024,
     TINYWORLD,
     attack_prompt,
     calibrate_tinyworld_threshold,
@@ -154,9 +154,9 @@ def test_summary_columns_and_presets():
     assert out["extraction_flagged"].value == 0.5 and out["extraction_verified"].value == 0.5
     assert out["extraction_false_gen"].value == 0.0
     assert out["extraction_flagged"].protocol["flagged_prompts"] == ["m0"]
-    assert SEED001.n_generations == 50 and SEED001.k == 3 and SEED001.threshold == pytest.approx(50 / 255)
+    assert CHAVHAN2024.n_generations == 50 and CHAVHAN2024.k == 3 and CHAVHAN2024.threshold == pytest.approx(50 / 255)
     assert CARLINI2023.n_generations == 500 and CARLINI2023.k == 10
-    assert set(PRESETS) == {"seed001", "carlini2023", "tinyworld"}
+    assert set(PRESETS) == {"chavhan2024", "carlini2023", "tinyworld"}
     with pytest.raises(Exception, match="unknown extraction preset"):
         get_preset("nope")
 

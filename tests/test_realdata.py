@@ -373,7 +373,7 @@ def test_extraction_plugin_flags_and_verifies_a_copied_ground_truth(tmp_path):
     copy = read_rgb(gt_dir / "1.png")
     noise = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     records = {"copied": WebsterRecord("copied", 1, "", "VM", 2), "novel": WebsterRecord("novel", 2, "", "TM", 3)}
-    run = RunView(suite=types.SimpleNamespace(name="t", options={"attack_preset": "seed001", "sscd_protocol": "default"}),
+    run = RunView(suite=types.SimpleNamespace(name="t", options={"attack_preset": "chavhan2024", "sscd_protocol": "default"}),
                   data=SuiteData(prompts={}, seeds={}, ground_truth=gt, records=records),
                   images={"memorized": {"copied": np.stack([copy] * 3), "novel": noise}}, progress=False)
     out = WebsterExtraction().compute(run)

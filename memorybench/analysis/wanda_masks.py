@@ -59,6 +59,8 @@ class MaskAnalysisOptions:
     dtype: str | None = None
     progress: bool = True
     command: list[str] | None = None
+    data_paths: dict[str, str] = field(default_factory=dict)  # --data KEY=PATH (e.g. a Webster prompt file)
+    cache_dir: str | None = None  # accepted like run's; masks are recomputed, nothing is cached
 
 
 # -- pure functions ---------------------------------------------------------------------------
@@ -184,7 +186,7 @@ def analyze_wanda_masks(suite: Suite, options: MaskAnalysisOptions, out_dir: str
 
     wall0 = time.perf_counter()
     wanda = WandaPrune.from_settings(options.wanda).config
-    data = load_suite_data(suite)
+    data = load_suite_data(suite, options.data_paths, prompts_only=True)
     pool = list(data.calibration_prompts) + list(data.prompts.get("memorized", []))
     if not pool:
         raise ConfigError(f"suite '{suite.name}' has no memorized prompts to find masks from")

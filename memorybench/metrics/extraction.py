@@ -21,7 +21,7 @@ Scales and presets (all thresholds here are on the [0, 1] RMS scale of ``tiled_l
 * ``carlini2023``: N = 500, k = 10, link threshold 0.10 (LeakPro's tested default; the
   paper does not restate a clique threshold), verification 0.15 (the paper's
   (l2, 0.15)-extraction).
-* ``seed001`` (the setting of Chavhan et al., "Memorized Images in Diffusion Models share a
+* ``chavhan2024`` (the setting of Chavhan et al., "Memorized Images in Diffusion Models share a
   Subspace that can be Located and Deleted"; the name is kept for the suites that use it):
   N = 50, k = 3, threshold "50.0 on its own scale". Their attack code is not public; we read 50.0 as per-tile RMS on 0-255 pixels (the usual reimplementation of
   Carlini's distance on uint8 images), i.e. 50 / 255 = 0.196 here. This is an assumption,
@@ -65,9 +65,9 @@ class AttackPreset:
         return dataclasses.asdict(self)
 
 
-SEED001_THRESHOLD_OWN_SCALE = 50.0
-SEED001 = AttackPreset(
-    name="seed001", n_generations=50, k=3, threshold=SEED001_THRESHOLD_OWN_SCALE / 255.0, verify_l2=0.15,
+CHAVHAN2024_THRESHOLD_OWN_SCALE = 50.0
+CHAVHAN2024 = AttackPreset(
+    name="chavhan2024", n_generations=50, k=3, threshold=CHAVHAN2024_THRESHOLD_OWN_SCALE / 255.0, verify_l2=0.15,
     source="Chavhan et al., Memorized Images in Diffusion Models share a Subspace that can be Located and Deleted, "
            "Table 1: N=50, threshold 50.0 on its own scale, k=3; 50.0 read as per-tile RMS on 0-255 pixels -> 50/255 "
            "on [0,1] (assumption: their attack code is not public); verify 0.15 as Carlini",
@@ -80,7 +80,7 @@ TINYWORLD = AttackPreset(
     name="tinyworld", n_generations=None, k=3, threshold=None, verify_l2=None,
     source="k=3 as Chavhan et al.; thresholds calibrated on the tiny world's real images (calibrate_tinyworld_threshold)",
 )
-PRESETS: dict[str, AttackPreset] = {p.name: p for p in (SEED001, CARLINI2023, TINYWORLD)}
+PRESETS: dict[str, AttackPreset] = {p.name: p for p in (CHAVHAN2024, CARLINI2023, TINYWORLD)}
 
 # tinyworld calibration: link below LINK_FRACTION x the closest two distinct real images of one
 # caption (so two distinct real images are never linked); verify below VERIFY_RATIO x that
@@ -332,7 +332,7 @@ def extraction_summary(
 
 
 __all__ = [
-    "AttackPreset", "PRESETS", "SEED001", "CARLINI2023", "TINYWORLD", "get_preset",
+    "AttackPreset", "PRESETS", "CHAVHAN2024", "CARLINI2023", "TINYWORLD", "get_preset",
     "link_graph", "find_clique", "CliqueSearch", "medoid", "attack_prompt", "PromptResult",
     "within_prompt_distances", "real_same_caption_floor", "calibrate_tinyworld_threshold",
     "separation_check", "extraction_summary",

@@ -179,6 +179,10 @@ def check_result(result: Any, suite: Suite) -> None:
     check_self_consistency(result)
     if suite_info["name"] != suite.name:
         raise ValidationError(f"result is for suite '{suite_info['name']}', this leaderboard is for '{suite.name}'")
+    if suite_info.get("smoke"):
+        flags = " ".join(f"--{k} {v}" for k, v in suite_info["smoke"].items()) if isinstance(suite_info["smoke"], dict) else ""
+        raise ValidationError(f"result is a smoke run ({flags.strip() or 'shrunk suite'}): smoke runs cannot be "
+                              "published; rerun without --limit-prompts/--seeds/--steps/--resolution")
     if suite_info["version"] != suite.version or suite_info["sha256"] != suite.sha256():
         raise ValidationError(
             f"result is for suite {suite.name} v{suite_info['version']} sha256 {suite_info['sha256'][:12]}, "

@@ -13,7 +13,7 @@ import datetime as _dt
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,8 @@ class DetectOptions:
     limit: int | None = None  # first N prompts of each set (quick checks)
     progress: bool = True
     command: list[str] | None = None
+    data_paths: dict[str, str] = field(default_factory=dict)  # --data KEY=PATH (e.g. general_prompts=FILE)
+    cache_dir: str | None = None  # accepted like run's; detection scores are not cached
 
 
 class UNetCallCounter:
@@ -65,17 +67,27 @@ class UNetCallCounter:
         self._handle.remove()
 
 
-def detection_prompts(suite: Suite, limit: int | None = None) -> tuple[list[str], list[str], dict[str, str]]:
-    data = load_suite_data(suite)
+def detection_prompts(suite: Suite, limit: int | None = None, data_paths: dict[str, str] | None = None
+                      ) -> tuple[list[str], list[str], dict[str, str]]:
+    pos, neg, hashes, _ = _detection_data(suite, limit, data_paths)
+    return pos, neg, hashes
+
+
+def _detection_data(suite: Suite, limit: int | None, data_paths: dict[str, str] | None
+                    ) -> tuple[list[str], list[str], dict[str, str], dict[str, str]]:
+    """Positives, negatives, data hashes and the positives' labels (VM/TM on Webster)."""
+    data = load_suite_data(suite, data_paths, prompts_only=True)
     missing = [s for s in (POSITIVE_SET, NEGATIVE_SET) if not data.prompts.get(s)]
     if missing:
+        hint = (" (pass non-memorized prompts with --data general_prompts=FILE)"
+                if NEGATIVE_SET in missing and suite.data == "webster500" else "")
         raise ConfigError(f"suite '{suite.name}' has no prompts in set(s) {missing}: detect needs "
-                          f"'{POSITIVE_SET}' (positives) and '{NEGATIVE_SET}' (negatives)")
+                          f"'{POSITIVE_SET}' (positives) and '{NEGATIVE_SET}' (negatives){hint}")
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}")
     pos = data.prompts[POSITIVE_SET][:limit]
     neg = data.prompts[NEGATIVE_SET][:limit]
-    return pos, neg, data.hashes
+    return pos, neg, data.hashes, {p: data.labels[p] for p in pos if p in data.labels}
 
 
 def score_prompts(detector: Detector, pipe: PipelineAdapter, prompts: list[str], suite: Suite,
@@ -115,7 +127,7 @@ def run_detection(suite: Suite, detector_name: str, settings: dict[str, Any] | N
     detector = DETECTORS.get(detector_name).from_settings(settings or {})
     if options.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {options.batch_size}")
-    pos, neg, data_hashes = detection_prompts(suite, options.limit)
+    pos, neg, data_hashes, labels = _detection_data(suite, options.limit, options.data_paths)
     if pipe is None:
         pipe = load_model(suite, RunOptions(model_path=options.model_path, device=options.device, dtype=options.dtype))
     prompts = pos + neg
@@ -130,7 +142,8 @@ def run_detection(suite: Suite, detector_name: str, settings: dict[str, Any] | N
     report = {
         "format": DETECTION_FORMAT,
         "suite": {"name": suite.name, "version": suite.version, "sha256": suite.sha256(), "data": data_hashes,
-                  "positive_set": POSITIVE_SET, "negative_set": NEGATIVE_SET, "limit": options.limit},
+                  "positive_set": POSITIVE_SET, "negative_set": NEGATIVE_SET, "limit": options.limit,
+                  **({"smoke": suite.options["smoke"]} if suite.options.get("smoke") else {})},
         "detector": {"name": detector.name, "config": detector.config_dict(),
                      "config_sha256": detector.config_sha256(), "source": DETECTORS.source(detector.name),
                      "reference": detector.reference, "higher_is_memorized": True},
@@ -138,6 +151,8 @@ def run_detection(suite: Suite, detector_name: str, settings: dict[str, Any] | N
                   "steps": s.steps, "guidance": s.guidance, "dtype": pipe.dtype_name,
                   "resolution": [s.height, s.width]},
         "metrics": detection_metrics(s_pos, s_neg),
+        # positives split by label (Webster's VM / TM), each against all negatives
+        "by_label": _by_label(pos, labels, s_pos, s_neg),
         # the same separation for each reported component (not the detector's output)
         "component_auroc": {k: auroc(v[: len(pos)], v[len(pos):]) for k, v in scores.components.items()},
         "cost": {
@@ -162,6 +177,15 @@ def run_detection(suite: Suite, detector_name: str, settings: dict[str, Any] | N
     return report
 
 
+def _by_label(pos: list[str], labels: dict[str, str], s_pos: np.ndarray, s_neg: np.ndarray) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for label in sorted(set(labels.values())):
+        mask = np.array([labels.get(p) == label for p in pos])
+        if mask.sum() >= 2:  # a bootstrap CI needs at least two positives
+            out[label] = detection_metrics(s_pos[mask], s_neg)
+    return out
+
+
 def default_detection_path(suite: Suite, detector: Detector) -> Path:
     return Path("results") / suite.name / f"detect-{detector.name}-{detector.config_sha256()[:8]}.json"
 
@@ -178,6 +202,8 @@ def format_report(report: dict[str, Any]) -> list[str]:
         f"cost: {c['unet_calls_per_prompt']} UNet calls/prompt (measured {c['unet_calls_per_prompt_measured']:g}), "
         f"{c['seconds_per_prompt']:.3f} s/prompt; wall {report['provenance']['wall_seconds']:.1f} s",
     ]
+    for label, lm in report.get("by_label", {}).items():
+        lines.append(f"  {label}: AUROC {lm['auroc']:.4f}  TPR@1%FPR {lm['tpr_at_1pct_fpr']:.4f}  ({lm['n_positive']} prompts)")
     if report.get("component_auroc"):
         lines.append("component AUROC: " + ", ".join(f"{k} {v:.4f}" for k, v in report["component_auroc"].items()))
     return lines

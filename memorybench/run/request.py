@@ -16,6 +16,7 @@ from typing import Any
 from memorybench.api.method import METHODS, Method
 from memorybench.errors import ConfigError
 from memorybench.model.pipeline import check_model_folder
+from memorybench.suites.smoke import SmokeOverrides, apply_smoke
 from memorybench.suites.spec import Suite, load_suite, with_options
 
 
@@ -33,6 +34,8 @@ class RunOptions:
     command: list[str] | None = None
     extra_provenance: dict[str, Any] = field(default_factory=dict)
     data_paths: dict[str, str] = field(default_factory=dict)  # --data KEY=PATH: local data the suite reads
+    shard: tuple[int, int] | None = None  # --shard I/N: this process generates its share, no metrics
+    metrics_only: bool = False  # --metrics-only: evaluate the cached images; refuse while any is missing
 
 
 @dataclass(frozen=True)
@@ -97,10 +100,15 @@ def split_settings(settings: dict[str, Any], names: list[str]) -> dict[str, dict
 
 def build_run_request(suite: str, methods: str, settings: dict[str, Any] | None = None,
                       suite_options: dict[str, Any] | None = None, output: str | None = None,
-                      output_dir: str | None = None, options: RunOptions | None = None) -> RunRequest:
-    """Parse and check a run: suite (name or YAML) and options, method list and settings, outputs."""
+                      output_dir: str | None = None, options: RunOptions | None = None,
+                      smoke: SmokeOverrides | None = None) -> RunRequest:
+    """Parse and check a run: suite (name or YAML) and options, smoke flags, method list and
+    settings, outputs."""
     options = options or RunOptions()
-    loaded = with_options(load_suite(suite), suite_options or {})
+    loaded = apply_smoke(with_options(load_suite(suite), suite_options or {}), smoke)
+    if options.shard is not None and options.metrics_only:
+        raise ConfigError("--shard generates a share of the images and --metrics-only evaluates them all: "
+                          "use one or the other")
     names = parse_method_list(methods)
     if output and len(names) > 1:
         raise ConfigError("--output names one file: with several methods use --output-dir DIR")
@@ -114,3 +122,17 @@ def build_run_request(suite: str, methods: str, settings: dict[str, Any] | None 
         options.extra_provenance = {**options.extra_provenance, "suite_options": dict(suite_options)}
     return RunRequest(loaded, specs, options, Path(output) if output else None,
                       Path(output_dir) if output_dir else None)
+
+
+def parse_shard(spec: str | None) -> tuple[int, int] | None:
+    """``--shard I/N`` -> (I, N) with 0 <= I < N: shard I of N independent processes."""
+    if spec is None:
+        return None
+    index, sep, count = spec.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i = n = -1
+    if not sep or n < 1 or not 0 <= i < n:
+        raise ConfigError(f"--shard '{spec}': expected I/N with 0 <= I < N, e.g. --shard 0/4")
+    return i, n

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from memorybench.run import cost
+from memorybench.run import cost, retrigger
 from memorybench.core import provenance
 from memorybench.results import thumbnails
 from memorybench.run.cache import GenerationCache, GenerationKey, default_cache_dir
@@ -36,6 +36,7 @@ from memorybench.api.metric import METRICS
 from memorybench.results.record import write_result
 from memorybench.results.schema import SCHEMA_VERSION
 from memorybench.run.request import RunOptions, RunRequest
+from memorybench.suites.smoke import smoke_of
 from memorybench.suites.spec import Suite
 from memorybench.suites.data import SuiteData, load_suite_data
 
@@ -54,28 +55,44 @@ def load_model(suite: Suite, options: RunOptions) -> PipelineAdapter:
 
 
 class _Shard:
-    """This process's share of generation when launched with ``accelerate launch``
-    (gloo on CPU works): shard i of n takes every n-th missing image, all shards write to
-    the shared cache, and only the main process computes metrics."""
+    """This process's share of generation: shard i of n takes every n-th missing image and
+    all shards write to the shared cache.
 
-    def __init__(self) -> None:
+    Two ways to have shards: a process group (``accelerate launch`` or ``torchrun``; gloo on
+    CPU, nccl on GPU), where the shards wait for each other and the main process then
+    computes the metrics; or ``--shard I/N``, independent processes (a Slurm array) that only
+    generate, after which one ``--metrics-only`` run evaluates."""
+
+    def __init__(self, independent: tuple[int, int] | None = None) -> None:
         self.state = None
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        self.independent = independent
+        if independent is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from accelerate import PartialState
 
             self.state = PartialState()
 
     @property
     def index(self) -> int:
+        if self.independent:
+            return self.independent[0]
         return self.state.process_index if self.state else 0
 
     @property
     def count(self) -> int:
+        if self.independent:
+            return self.independent[1]
         return self.state.num_processes if self.state else 1
 
     @property
     def is_main(self) -> bool:
-        return self.index == 0
+        """Whether this process computes the metrics (never an independent shard)."""
+        return self.independent is None and self.index == 0
+
+    def device(self, requested: str) -> str:
+        """A bare ``cuda`` means this process's own GPU in a process group (local rank)."""
+        if self.state is not None and requested == "cuda":
+            return f"cuda:{self.state.local_process_index}"
+        return requested
 
     def wait(self) -> None:
         if self.state:
@@ -98,6 +115,9 @@ def generate_all(pipe: PipelineAdapter, suite: Suite, data: SuiteData, method: M
                                     s.sampler, s.steps, float(s.guidance), s.height, s.width, dtype)
                 jobs.append((set_name, prompt, seed, key))
     missing = [j for j in jobs if not cache.has(j[3])]
+    if options.metrics_only and missing:
+        raise ConfigError(f"--metrics-only: {len(missing)} of {len(jobs)} images of method '{method.name}' are not "
+                          f"in the cache at {cache.root} yet; run the remaining shards (or drop --metrics-only)")
     shard = shard or _Shard()
     n_missing = len(missing)
     missing = missing[shard.index::shard.count]
@@ -149,6 +169,7 @@ def generate_all(pipe: PipelineAdapter, suite: Suite, data: SuiteData, method: M
     return {
         "jobs": jobs,
         "images_generated": n_missing,
+        "images_generated_here": len(missing),
         "images_from_cache": len(jobs) - n_missing,
         "seconds_per_image": float(np.mean(per_image)) if per_image else 0.0,
         "preparation_seconds": float(prep_seconds or 0.0),
@@ -166,13 +187,18 @@ def run(suite: Suite, method_name: str, settings: dict[str, Any] | None = None,
     method = method_cls.from_settings(settings or {})
     metric_objs = [METRICS.get(name)() for name in suite.metrics]  # fail fast on unknown names
     data = load_suite_data(suite, options.data_paths)
+    shard = _Shard(options.shard)  # before the model loads: in a process group it picks the GPU
+    options = replace(options, device=shard.device(options.device))
     pipe = load_model(suite, options)
     cost.RUN_PEAK.start(options.device)
     cache = GenerationCache(options.cache_dir or default_cache_dir())
     ctx = MethodContext(seed=0, settings=suite.sampler, calibration_prompts=list(data.calibration_prompts))
-    shard = _Shard()
     gen = generate_all(pipe, suite, data, method, cache, options, ctx, shard)
     if not shard.is_main:
+        if shard.independent:
+            print(f"shard {shard.index}/{shard.count} [{method.name}]: generated {gen['images_generated_here']} "
+                  f"image(s) into {cache.root}; when every shard is done, evaluate with --metrics-only",
+                  file=sys.stderr)
         return None
 
     images: dict[str, dict[str, list[np.ndarray]]] = {name: {} for name in data.prompts}
@@ -183,6 +209,11 @@ def run(suite: Suite, method_name: str, settings: dict[str, Any] | None = None,
     metrics = {}
     for metric in tqdm(metric_objs, desc="metrics", disable=not options.progress, file=sys.stderr):
         metrics.update(metric.compute(view))
+    if retrigger.options_of(suite) is not None:  # the re-trigger stage: the method is applied again
+        start = metrics["sscd_mem"].per_prompt if "sscd_mem" in metrics else None
+        threshold = (view.calibration.get("copy") or {}).get("threshold")
+        metrics.update(retrigger.retrigger_metrics(pipe, suite, data, method, start, threshold, cache.root,
+                                                   options.progress))
     summary = {name: metrics[name].value for name in suite.summary if name in metrics}
     missing_cols = [name for name in suite.summary if name not in metrics]
     if missing_cols:
@@ -191,7 +222,9 @@ def run(suite: Suite, method_name: str, settings: dict[str, Any] | None = None,
     s = suite.sampler
     result = {
         "schema_version": SCHEMA_VERSION,
-        "suite": {"name": suite.name, "version": suite.version, "sha256": suite.sha256(), "data": data.hashes},
+        "suite": {"name": suite.name, "version": suite.version, "sha256": suite.sha256(), "data": data.hashes,
+                  **({"smoke": smoke_of(suite)} if smoke_of(suite) else {}),
+                  **({"calibration_prompts": data.calibration_prompts} if data.calibration_prompts else {})},
         "method": {"name": method.name, "kind": method.kind, "config": method.config_dict(),
                    "config_sha256": method.config_sha256(), "source": METHODS.source(method.name),
                    "reference": method.reference, "report": ctx.report},

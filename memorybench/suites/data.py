@@ -9,6 +9,8 @@ a source that reads no user data is registered with ``user_data=False`` and gets
 
 from __future__ import annotations
 
+import inspect
+
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -98,14 +100,18 @@ def register_data_source(name: str, user_data: bool = False) -> Callable[[Callab
     return wrap
 
 
-def load_suite_data(suite: "Suite", paths: dict[str, str] | None = None) -> SuiteData:
+def load_suite_data(suite: "Suite", paths: dict[str, str] | None = None, prompts_only: bool = False) -> SuiteData:
     """The suite's prompts and data. ``paths``: local files and folders the user passed
-    (``--data KEY=PATH``), for sources that read user data; they check them."""
+    (``--data KEY=PATH``), for sources that read user data; they check them.
+    ``prompts_only``: the caller scores prompts and measures nothing against training
+    images (detect, analyze); a source that accepts the flag then asks only for its prompts."""
     if suite.data not in DATA_SOURCES:
         raise ConfigError(f"suite '{suite.name}': unknown data source '{suite.data}' "
                           f"(known: {', '.join(DATA_SOURCES.names())})")
     source = DATA_SOURCES.get(suite.data)
     if source.user_data:
+        if prompts_only and "prompts_only" in inspect.signature(source.load).parameters:
+            return source.load(suite, dict(paths or {}), prompts_only=True)
         return source.load(suite, dict(paths or {}))
     if paths:
         raise ConfigError(f"suite '{suite.name}' reads no local data: remove --data {', '.join(sorted(paths))}")

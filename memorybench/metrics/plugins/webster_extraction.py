@@ -1,7 +1,7 @@
 """``webster-extraction``: the Carlini et al. 2023 clique attack on the memorized prompts
 of an SD-scale suite, verified against each prompt's ground-truth training images.
 
-Preset (``attack_preset`` option): ``seed001`` (k = 3, link threshold 50/255) or
+Preset (``attack_preset`` option): ``chavhan2024`` (k = 3, link threshold 50/255) or
 ``carlini2023`` (k = 10, 0.10), both with fixed thresholds; the attack uses the suite's
 generations per prompt (up to the preset's N, recorded). A flagged clique is verified
 when its representative is within the preset's tiled L2 of one of the prompt's
@@ -23,7 +23,7 @@ from memorybench.api.metric import register_metric
 @register_metric()
 class WebsterExtraction(Metric):
     name = "webster-extraction"
-    description = "Carlini et al. 2023 clique attack (seed001/carlini2023 presets), verified against the LAION ground truth"
+    description = "Carlini et al. 2023 clique attack (chavhan2024/carlini2023 presets), verified against the LAION ground truth"
 
     def compute(self, run: RunView) -> dict[str, MetricValue]:
         from memorybench.realdata.gt_images import resize_center_crop
