@@ -84,7 +84,7 @@ def file_lock(path: str | os.PathLike, timeout: float | None = None) -> Iterator
     lock.parent.mkdir(parents=True, exist_ok=True)
     wait = LOCK_TIMEOUT_S if timeout is None else timeout
     try:
-        with FileLock(str(lock), timeout=wait):
+        with FileLock(str(lock), timeout=wait, poll_interval=0.01):
             yield
     except Timeout:
         raise LockTimeout(f"'{path}' is locked by another process (lock file '{lock}') for more than "
