@@ -4,23 +4,102 @@ An image's address is the sha256 of everything that determines it: weights hash,
 name and config hash, prompt, seed, sampler, steps, guidance, resolution and dtype.
 Images are lossless PNGs written atomically (temp file + rename), so a killed run leaves
 either a whole image or none, and a resumed run regenerates only what is missing.
-``manifest.jsonl`` records one line per image (appends of one short line are atomic, so
-several processes can share a cache).
+``manifest.jsonl`` records one line per image, appended under the manifest's lock, so
+several processes can share a cache.
+
+The cache does not trust its files: beside each image lies ``<image>.sha256``, the hash of
+its bytes, and every read checks it. An image that is truncated, empty or has a flipped byte
+is reported on stderr (naming the file), removed and generated again. The same check guards
+the other cached files (SSCD embeddings, fine-tuned weights) through :func:`write_checked`
+and :func:`read_checked`. An image from an older cache without a hash beside it is used
+when it decodes whole (and its hash recorded then).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from PIL import Image
 
 from memorybench.core.config import sha256_json
-from memorybench.core.io import atomic_write_bytes
+from memorybench.core.io import atomic_write_bytes, atomic_write_text, file_lock, loads_strict
+from memorybench.errors import DataError
+
+
+def digest_path(path: str | Path) -> Path:
+    """Where the sha256 of a cached file lies: beside it, ``<name>.sha256``."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def warn(message: str) -> None:
+    """A warning the user sees even when library warnings are silenced (the CLI silences them)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def write_checked(path: str | Path, data: bytes) -> str:
+    """Write ``data`` atomically, then its sha256 beside it; returns the hash. A kill between
+    the two leaves a whole file without a hash, which :func:`read_checked` treats as old."""
+    digest = hashlib.sha256(data).hexdigest()
+    atomic_write_bytes(path, data)
+    atomic_write_text(digest_path(path), digest + "\n")
+    return digest
+
+
+def discard(path: str | Path) -> None:
+    for p in (Path(path), digest_path(path)):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def read_checked(path: str | Path, what: str, whole: Callable[[bytes], bool] | None = None) -> bytes | None:
+    """The bytes of a cached file when they match the hash beside it; None when it is absent.
+    A damaged file (other hash, empty, no hash and not ``whole``) is reported, removed and
+    None returned, so the caller makes it again."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+    try:
+        expected = digest_path(path).read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        expected = None
+    except (OSError, UnicodeDecodeError):
+        expected = "unreadable"
+    actual = hashlib.sha256(data).hexdigest()
+    if expected == actual:
+        return data
+    if expected is None:
+        if data and (whole is None or whole(data)):
+            atomic_write_text(digest_path(path), actual + "\n")  # an older cache: adopt the whole file
+            return data
+        reason = "is empty" if not data else "does not decode and has no hash beside it"
+    else:
+        reason = "is empty" if not data else (f"has sha256 {actual[:12]}, not the {expected[:12]} recorded when "
+                                             "it was written (truncated or changed on disk)")
+    warn(f"cached {what} '{path}' {reason}: discarded, it will be made again")
+    discard(path)
+    return None
+
+
+def _decodes(data: bytes) -> bool:
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+        return True
+    except Exception:
+        return False
 
 
 @dataclass(frozen=True)
@@ -58,37 +137,48 @@ class GenerationCache:
         return self.images_dir / digest[:2] / f"{digest}.png"
 
     def has(self, key: GenerationKey) -> bool:
-        return self.path_for(key).is_file()
+        """Whether a whole, unchanged image is cached (a damaged one is discarded: False)."""
+        return read_checked(self.path_for(key), "image", whole=_decodes) is not None
 
     def load(self, key: GenerationKey) -> np.ndarray:
-        with Image.open(self.path_for(key)) as im:
+        path = self.path_for(key)
+        data = read_checked(path, "image", whole=_decodes)
+        if data is None:
+            raise DataError(f"cached image '{path}' is missing or was damaged after this run checked it: "
+                            "rerun the same command to make it again")
+        with Image.open(io.BytesIO(data)) as im:
             return np.asarray(im.convert("RGB")).copy()
 
     def store(self, key: GenerationKey, image: np.ndarray, seconds: float, **extra: Any) -> Path:
-        import io
-
         path = self.path_for(key)
         buf = io.BytesIO()
         Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
-        atomic_write_bytes(path, buf.getvalue())
-        record = {"digest": key.digest(), **asdict(key), "seconds": seconds, **extra}
+        png_sha256 = write_checked(path, buf.getvalue())
+        record = {"digest": key.digest(), **asdict(key), "seconds": seconds, "png_sha256": png_sha256, **extra}
         self.manifest.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps(record, sort_keys=True) + "\n"
-        with open(self.manifest, "a", encoding="utf-8") as f:  # O_APPEND: one line, one write
+        with file_lock(self.manifest), open(self.manifest, "a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
         return path
 
     def records(self) -> Iterator[dict[str, Any]]:
-        """Manifest lines; a torn last line from a killed run is skipped."""
+        """Manifest lines; a torn or malformed line (a run killed mid-write) is skipped."""
         if not self.manifest.is_file():
             return
-        with open(self.manifest, encoding="utf-8") as f:
+        with open(self.manifest, encoding="utf-8", errors="replace") as f:
             for line in f:
                 try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
+                    record = loads_strict(line)
+                except (ValueError, RecursionError):
                     continue
+                if isinstance(record, dict) and isinstance(record.get("digest"), str):
+                    yield record
 
     def seconds_by_digest(self) -> dict[str, float]:
-        return {r["digest"]: float(r.get("seconds", 0.0)) for r in self.records()}
+        out = {}
+        for r in self.records():
+            seconds = r.get("seconds", 0.0)
+            if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
+                out[r["digest"]] = float(seconds)
+        return out
