@@ -11,18 +11,23 @@ without recursion, so no later recursive walk can overflow the stack).
 Shared files that several processes update (a leaderboard, a cache manifest) are changed
 under :func:`file_lock`, an advisory lock on a ``.lock`` file beside them: read, modify and
 write back (atomically) while holding it, and no update is lost.
+
+Cached files (images, embeddings, fine-tuned weights) are written with :func:`write_checked`,
+which keeps their sha256 beside them, and read with :func:`read_checked`, which verifies it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from memorybench.errors import MemorybenchError, ValidationError
 
@@ -126,6 +131,67 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
     """JSON text (no NaN/Infinity) with a final newline, written atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=False) + "\n")
+
+
+# -- checked files: a sha256 beside each cached file, verified on every read -------------
+def digest_path(path: str | Path) -> Path:
+    """Where the sha256 of a cached file lies: beside it, ``<name>.sha256``."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def warn(message: str) -> None:
+    """A warning the user sees even when library warnings are silenced (the CLI silences them)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def write_checked(path: str | Path, data: bytes) -> str:
+    """Write ``data`` atomically, then its sha256 beside it; returns the hash. A kill between
+    the two leaves a whole file without a hash, which :func:`read_checked` treats as old."""
+    digest = hashlib.sha256(data).hexdigest()
+    atomic_write_bytes(path, data)
+    atomic_write_text(digest_path(path), digest + "\n")
+    return digest
+
+
+def discard(path: str | Path) -> None:
+    for p in (Path(path), digest_path(path)):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def read_checked(path: str | Path, what: str, whole: Callable[[bytes], bool] | None = None) -> bytes | None:
+    """The bytes of a cached file when they match the hash beside it; None when it is absent.
+    A damaged file (other hash, empty, no hash and not ``whole``) is reported, removed and
+    None returned, so the caller makes it again."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+    try:
+        expected = digest_path(path).read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        expected = None
+    except (OSError, UnicodeDecodeError):
+        expected = "unreadable"
+    actual = hashlib.sha256(data).hexdigest()
+    if expected == actual:
+        return data
+    if expected is None:
+        if data and (whole is None or whole(data)):
+            atomic_write_text(digest_path(path), actual + "\n")  # an older cache: adopt the whole file
+            return data
+        reason = "is empty" if not data else "does not decode and has no hash beside it"
+    else:
+        reason = "is empty" if not data else (f"has sha256 {actual[:12]}, not the {expected[:12]} recorded when "
+                                             "it was written (truncated or changed on disk)")
+    warn(f"cached {what} '{path}' {reason}: discarded, it will be made again")
+    discard(path)
+    return None
+
 
 
 def _reject_constant(token: str) -> float:

@@ -10,87 +10,26 @@ several processes can share a cache.
 The cache does not trust its files: beside each image lies ``<image>.sha256``, the hash of
 its bytes, and every read checks it. An image that is truncated, empty or has a flipped byte
 is reported on stderr (naming the file), removed and generated again. The same check guards
-the other cached files (SSCD embeddings, fine-tuned weights) through :func:`write_checked`
-and :func:`read_checked`. An image from an older cache without a hash beside it is used
-when it decodes whole (and its hash recorded then).
+the other cached files (SSCD embeddings, fine-tuned weights) through
+``memorybench.core.io.write_checked`` and ``read_checked``. An image from an older cache
+without a hash beside it is used when it decodes whole (and its hash recorded then).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 from PIL import Image
 
 from memorybench.core.config import sha256_json
-from memorybench.core.io import atomic_write_bytes, atomic_write_text, file_lock, loads_strict
+from memorybench.core.io import file_lock, loads_strict, read_checked, write_checked
 from memorybench.errors import DataError
-
-
-def digest_path(path: str | Path) -> Path:
-    """Where the sha256 of a cached file lies: beside it, ``<name>.sha256``."""
-    path = Path(path)
-    return path.with_name(path.name + ".sha256")
-
-
-def warn(message: str) -> None:
-    """A warning the user sees even when library warnings are silenced (the CLI silences them)."""
-    print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-def write_checked(path: str | Path, data: bytes) -> str:
-    """Write ``data`` atomically, then its sha256 beside it; returns the hash. A kill between
-    the two leaves a whole file without a hash, which :func:`read_checked` treats as old."""
-    digest = hashlib.sha256(data).hexdigest()
-    atomic_write_bytes(path, data)
-    atomic_write_text(digest_path(path), digest + "\n")
-    return digest
-
-
-def discard(path: str | Path) -> None:
-    for p in (Path(path), digest_path(path)):
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def read_checked(path: str | Path, what: str, whole: Callable[[bytes], bool] | None = None) -> bytes | None:
-    """The bytes of a cached file when they match the hash beside it; None when it is absent.
-    A damaged file (other hash, empty, no hash and not ``whole``) is reported, removed and
-    None returned, so the caller makes it again."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except (FileNotFoundError, IsADirectoryError):
-        return None
-    try:
-        expected = digest_path(path).read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        expected = None
-    except (OSError, UnicodeDecodeError):
-        expected = "unreadable"
-    actual = hashlib.sha256(data).hexdigest()
-    if expected == actual:
-        return data
-    if expected is None:
-        if data and (whole is None or whole(data)):
-            atomic_write_text(digest_path(path), actual + "\n")  # an older cache: adopt the whole file
-            return data
-        reason = "is empty" if not data else "does not decode and has no hash beside it"
-    else:
-        reason = "is empty" if not data else (f"has sha256 {actual[:12]}, not the {expected[:12]} recorded when "
-                                             "it was written (truncated or changed on disk)")
-    warn(f"cached {what} '{path}' {reason}: discarded, it will be made again")
-    discard(path)
-    return None
 
 
 def _decodes(data: bytes) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from memorybench.api.metric import Metric, RunView
-from memorybench.core.io import atomic_write_bytes
+from memorybench.core.io import read_checked, write_checked
 from memorybench.metrics.base import MetricValue
 from memorybench.metrics.copy import calibrate_copy_threshold, copy_summary, nearest_train_sims
 from memorybench.metrics.sscd import SSCDEmbedder
@@ -28,14 +28,15 @@ def cached_embeddings(embedder: SSCDEmbedder, images: np.ndarray, data_sha256: s
         return embedder.embed(images)
     key = hashlib.sha256(f"{data_sha256}|{embedder.implementation}".encode()).hexdigest()[:32]
     path = Path(cache_dir) / "embeddings" / f"{key}.npy"
-    if path.is_file():
-        emb = np.load(path, allow_pickle=False)
+    data = read_checked(path, "SSCD embeddings")  # checked against the sha256 kept beside it
+    if data is not None:
+        emb = np.load(io.BytesIO(data), allow_pickle=False)
         if emb.shape[0] == len(images):
             return emb
     emb = embedder.embed(images)
     buf = io.BytesIO()
     np.save(buf, emb, allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
+    write_checked(path, buf.getvalue())
     return emb
 
 
