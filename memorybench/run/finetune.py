@@ -38,7 +38,7 @@ import torch
 
 from memorybench.api.method import FinetuneJob
 from memorybench.core.config import sha256_json
-from memorybench.core.io import atomic_write_bytes
+from memorybench.core.io import read_checked, write_checked
 from memorybench.errors import ConfigError
 from memorybench.suites.finetune import TRAIN_CHOICES, FinetuneRecipe, FinetuneSet
 
@@ -131,11 +131,12 @@ class SuiteFinetune:
         from safetensors.torch import save
 
         tensors = {n: p.detach().cpu().contiguous() for n, p in params.items()}
-        atomic_write_bytes(path, save(tensors, metadata={_METADATA_KEY: json.dumps(record, sort_keys=True)}))
+        write_checked(path, save(tensors, metadata={_METADATA_KEY: json.dumps(record, sort_keys=True)}))
 
     def _load(self, path: Path, params: dict[str, torch.nn.Parameter]) -> dict[str, Any] | None:
-        """Copy cached weights into ``params``; None when absent or not made for them."""
-        if not path.is_file():
+        """Copy cached weights into ``params``; None when absent, damaged (checked against the
+        sha256 kept beside them) or not made for them."""
+        if read_checked(path, "fine-tuned weights") is None:
             return None
         from safetensors import safe_open
 
