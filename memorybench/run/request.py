@@ -98,6 +98,21 @@ def split_settings(settings: dict[str, Any], names: list[str]) -> dict[str, dict
     return out
 
 
+def check_destinations(suite: Suite, output: str | None, output_dir: str | None, options: RunOptions) -> None:
+    """Where results and images will be written, checked now (one line, before any model
+    loads) rather than after the whole generation; and a batch size that can make progress."""
+    from memorybench.core.io import check_writable_destination
+
+    if isinstance(options.batch_size, bool) or not isinstance(options.batch_size, int) or options.batch_size < 1:
+        raise ConfigError(f"--batch-size must be a positive integer, got {options.batch_size!r}")
+    if output:
+        check_writable_destination(output, "--output")
+    else:
+        check_writable_destination(output_dir or Path("results") / suite.name, "--output-dir", is_dir=True)
+    if options.cache_dir:
+        check_writable_destination(options.cache_dir, "--cache-dir", is_dir=True)
+
+
 def build_run_request(suite: str, methods: str, settings: dict[str, Any] | None = None,
                       suite_options: dict[str, Any] | None = None, output: str | None = None,
                       output_dir: str | None = None, options: RunOptions | None = None,
@@ -118,6 +133,7 @@ def build_run_request(suite: str, methods: str, settings: dict[str, Any] | None 
         spec.build()  # unknown keys and wrong types fail here, before any model loads
     if options.model_path:
         check_model_folder(Path(options.model_path).expanduser())
+    check_destinations(loaded, output, output_dir, options)
     if suite_options:
         options.extra_provenance = {**options.extra_provenance, "suite_options": dict(suite_options)}
     return RunRequest(loaded, specs, options, Path(output) if output else None,
