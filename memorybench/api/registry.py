@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
+import re
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -29,6 +30,17 @@ from typing import Any, Callable, Generic, TypeVar
 from memorybench.errors import PluginError, UnknownNameError
 
 T = TypeVar("T")
+
+# A plugin's name becomes part of file names (results, cache entries) and page anchors.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def check_plugin_name(name: Any, kind: str) -> str:
+    """Refuse a name that could leave a folder once it is part of a path ('/', '..') or is no name."""
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        raise PluginError(f"{kind} name {name!r} is not allowed: use 1-100 letters, digits, '.', '_' or '-', "
+                          "starting with a letter or digit, without '..' or path separators")
+    return name
 
 
 @dataclass
@@ -57,6 +69,10 @@ class Registry(Generic[T]):
 
     # -- registration -------------------------------------------------------------
     def register(self, name: str, obj: T, source: str = "builtin") -> T:
+        check_plugin_name(name, self.kind)
+        own_name = getattr(obj, "name", None)  # what results and cache paths are named after
+        if isinstance(own_name, str) and own_name != name:
+            check_plugin_name(own_name, self.kind)
         if self.validator is not None:
             self.validator(obj)
         existing = self._entries.get(name)
@@ -69,6 +85,13 @@ class Registry(Generic[T]):
         return obj
 
     def register_lazy(self, name: str, placeholder: str, source: str = "builtin") -> None:
+        try:
+            check_plugin_name(name, self.kind)
+        except PluginError as exc:
+            if source == "builtin":
+                raise
+            warnings.warn(f"{self.kind} from {source} ignored: {exc}", stacklevel=2)
+            return
         if name in self._entries and self._entries[name].source == "builtin" and source != "builtin":
             return
         self._entries[name] = _Entry(name=name, source=source, placeholder=placeholder)
@@ -102,8 +125,8 @@ class Registry(Generic[T]):
             try:
                 module = importlib.import_module(module_name)
                 obj = getattr(module, attr) if attr else None
-            except Exception as exc:  # a broken plugin must name itself, not crash listing
-                entry.error = f"{type(exc).__name__}: {exc}"
+            except (Exception, SystemExit) as exc:  # a broken plugin must name itself, not crash listing
+                entry.error = _import_failure(exc)
                 raise PluginError(
                     f"{self.kind} '{name}' ({entry.source}) failed to import: {entry.error}"
                 ) from exc
@@ -150,6 +173,14 @@ class Registry(Generic[T]):
             self.register_lazy(ep.name, ep.value, source=f"entry-point:{dist}")
 
 
+def _import_failure(exc: BaseException) -> str:
+    """One line on why a plugin did not import (a plugin that exits is an error, not a way out)."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r}) while being imported"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"
+
+
 # The source label given to objects registered by decorator while a plugin loads.
 _SOURCE_STACK: list[str] = []
 
@@ -180,13 +211,13 @@ def load_plugin(spec: str) -> None:
             sys.modules[module_name] = module
             try:
                 module_spec.loader.exec_module(module)
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 sys.modules.pop(module_name, None)
-                raise PluginError(f"plugin '{spec}' failed to import: {type(exc).__name__}: {exc}") from exc
+                raise PluginError(f"plugin '{spec}' failed to import: {_import_failure(exc)}") from exc
         else:
             try:
                 importlib.import_module(spec)
-            except Exception as exc:
-                raise PluginError(f"plugin '{spec}' failed to import: {type(exc).__name__}: {exc}") from exc
+            except (Exception, SystemExit) as exc:
+                raise PluginError(f"plugin '{spec}' failed to import: {_import_failure(exc)}") from exc
     finally:
         _SOURCE_STACK.pop()
