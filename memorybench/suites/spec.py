@@ -3,7 +3,9 @@
 A suite names the model, the prompt sets and seeds per prompt, the sampler, and the
 metrics; its identity is the sha256 of its canonical JSON, so two results are comparable
 exactly when their suite name, version and hash agree. Suites ship as YAML files in
-``memorybench/suites/`` (read with ``yaml.safe_load``).
+``memorybench/suites/``. Suite files are read by ``yaml.safe_load``'s rules (no tag runs
+code) and, further, without aliases and within a size limit, so a small file cannot expand
+into a huge one (an alias bomb); every failure is one ``ConfigError`` line.
 """
 
 from __future__ import annotations
@@ -95,6 +97,38 @@ def suite_from_dict(data: dict[str, Any], origin: str = "suite") -> Suite:
         raise ConfigError(f"{origin}: {exc}") from exc
 
 
+MAX_SUITE_BYTES = 1024 * 1024  # a suite file is a page of YAML; prompts at scale come from data files
+
+
+class _SuiteLoader(yaml.SafeLoader):
+    """``SafeLoader`` that refuses aliases (``*name``): suites never need them, and each alias
+    can multiply what the file expands to."""
+
+    def compose_node(self, parent, index):  # noqa: ANN001 (PyYAML's signature)
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"alias *{event.anchor} is not allowed in a suite file "
+                                              "(write the value out)", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def parse_suite_yaml(text: str, origin: str) -> Any:
+    """A suite file's YAML, or one ``ConfigError`` line naming the file and the problem."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_SUITE_BYTES:
+        raise ConfigError(f"suite '{origin}' is larger than {MAX_SUITE_BYTES // 1024} KiB: not a suite file")
+    try:
+        return yaml.load(text, Loader=_SuiteLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = " ".join(str(exc.problem or exc.context or "malformed YAML").split())
+        raise ConfigError(f"suite '{origin}' is not a valid suite file{where}: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"suite '{origin}' is not valid YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"suite '{origin}' is nested too deeply to be a suite file") from None
+
+
 def _suite_files() -> dict[str, Any]:
     folder = resources.files("memorybench") / "suites"
     return {p.name[:-5]: p for p in folder.iterdir() if p.name.endswith(".yaml")}
@@ -110,14 +144,20 @@ def load_suite(name_or_path: str) -> Suite:
     if name_or_path in files:
         text, origin = files[name_or_path].read_text(), name_or_path
     elif name_or_path.endswith((".yaml", ".yml")) and Path(name_or_path).is_file():
-        text, origin = Path(name_or_path).read_text(), name_or_path
+        path = Path(name_or_path)
+        if path.stat().st_size > MAX_SUITE_BYTES:
+            raise ConfigError(f"suite '{name_or_path}' is larger than {MAX_SUITE_BYTES // 1024} KiB: not a suite file")
+        try:
+            text, origin = path.read_text(encoding="utf-8"), name_or_path
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"suite '{name_or_path}' cannot be read: {exc}") from None
     else:
         import difflib
 
         close = difflib.get_close_matches(name_or_path, list(files), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise UnknownNameError(f"unknown suite '{name_or_path}'.{hint} Known suites: {', '.join(sorted(files))}.")
-    data = yaml.safe_load(text)
+    data = parse_suite_yaml(text, origin)
     if not isinstance(data, dict):
         raise ConfigError(f"suite '{origin}' is not a mapping")
     return suite_from_dict(data, origin=origin)
