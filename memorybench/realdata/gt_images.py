@@ -37,6 +37,17 @@ def read_rgb(path: Path) -> np.ndarray:
         raise DataError(f"corrupt or unreadable image {path}: {type(exc).__name__}: {exc}") from None
 
 
+def check_image_header(path: Path) -> None:
+    """``DataError`` unless the file starts like an image PIL can read (header only: cheap)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.size  # noqa: B018 (the header is parsed on open)
+    except Exception as exc:
+        raise DataError(f"'{path}' in the gt_images folder is not an image ({type(exc).__name__}: {exc})") from None
+
+
 def resize_center_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Shorter-side bicubic resize then centre crop to (height, width): puts a ground-truth
     image on the generations' pixel grid for pixel distances (tiled L2)."""
@@ -105,6 +116,7 @@ class GroundTruthFolder:
         h = hashlib.sha256()
         for index in sorted(set(indices)):
             for f in self.files(index):
+                check_image_header(f)  # a text file named .png fails here, before any model loads
                 h.update(str(f.relative_to(self.root)).encode() + b"\0")
                 h.update(sha256_file(f).encode())
         return h.hexdigest()
