@@ -319,6 +319,19 @@ class ImageFolder(Dataset):
         return {"source": str(self.root), "n": len(self), "resolution": self.resolution, "preprocessing": pre}
 
 
+def _without_local_paths(obj: Any) -> Any:
+    """A protocol for a result: the ``weights`` and ``source`` paths cut to their last part
+    (files are identified by their sha256 beside them; results never carry local paths)."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if k in ("weights", "source") and isinstance(v, str) and ("/" in v or "\\" in v):
+                v = Path(v.replace("\\", "/")).name
+            out[k] = _without_local_paths(v)
+        return out
+    return obj
+
+
 # ----------------------------------------------------------------------------- statistics
 
 
@@ -467,10 +480,11 @@ def fid_kid(
         raise DataError(f"feature sizes differ: generated {mu.shape[0]}, reference {rs.mu.shape[0]} "
                         "(reference statistics from another extractor?)")
     fid = frechet_distance(mu, sigma, rs.mu, rs.sigma)
-    proto = {**extractor.describe(), "n_gen": len(gen), "n_ref": rs.n,
-             "reference": {k: v for k, v in rs.meta.items() if k not in ("extractor", "feature_layer", "weights",
-                                                                          "weights_sha256", "preprocessing", "label")},
-             "gen_image_set": gen.describe()}
+    proto = _without_local_paths({
+        **extractor.describe(), "n_gen": len(gen), "n_ref": rs.n,
+        "reference": {k: v for k, v in rs.meta.items() if k not in ("extractor", "feature_layer", "weights",
+                                                                     "weights_sha256", "preprocessing", "label")},
+        "gen_image_set": gen.describe()})
     impl = f"torch-fidelity {_tf_version()} {extractor.name}/{extractor.feature_layer}: {extractor.label}"
     out = {"fid_gen": MetricValue(value=max(fid, 0.0) if fid > -1e-6 else fid, n=len(gen), higher_is_better=False,
                                   implementation=impl, protocol={**proto, "ci": "none"})}
