@@ -1,0 +1,391 @@
+"""Faults a user or a machine can cause, tried on the smoke suite: damaged cache files, a
+killed or interrupted run, a full disk, parallel runs on one cache, bad destinations and
+hostile inputs. Each test asserts that nothing is lost and the numbers do not change."""
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from memorybench.cli import main
+from memorybench.core.io import digest_path, read_checked, write_checked
+
+SMOKE_IMAGES = 15  # 4 memorized prompts (1 for calibration) + 2 general, 3 seeds each
+
+
+def _argv(cache, out, *extra):
+    return ["run", "--suite", "smoke-v1", "--method", "none", "--cache-dir", str(cache), "--output", str(out),
+            "--no-progress", "--batch-size", "4", *extra]
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    """One clean run: its cache (copied by each test) and its summary (what every test must get back)."""
+    folder = tmp_path_factory.mktemp("clean")
+    cache, out = folder / "cache", folder / "clean.json"
+    assert main(_argv(cache, out)) == 0
+    result = json.loads(out.read_text())
+    images = sorted((cache / "images").rglob("*.png"))
+    assert len(images) == SMOKE_IMAGES and all(digest_path(p).is_file() for p in images)
+    return {"cache": cache, "result": result, "summary": result["summary"], "out": out}
+
+
+def _copy(clean, tmp_path):
+    target = tmp_path / "cache"
+    shutil.copytree(clean["cache"], target)
+    return target, sorted((target / "images").rglob("*.png"))
+
+
+def _remove(images):
+    for p in images:
+        p.unlink()
+        digest_path(p).unlink()
+
+
+def _manifest_digests(cache):
+    out = []
+    for line in (cache / "manifest.jsonl").read_text().splitlines():
+        try:
+            out.append(json.loads(line)["digest"])
+        except ValueError:  # a line torn by a kill
+            continue
+    return out
+
+
+def _all_intact(cache):
+    """Every cached image matches the hash beside it, and no temporary file is left."""
+    images = sorted((cache / "images").rglob("*.png"))
+    return all(read_checked(p, "image") is not None for p in images) and not list(cache.rglob("*.tmp"))
+
+
+# -- cache integrity ------------------------------------------------------------------------
+def test_damaged_cached_images_are_named_regenerated_and_change_nothing(clean, tmp_path, capfd):
+    cache, images = _copy(clean, tmp_path)
+    flipped, truncated, emptied, swapped, legacy, legacy_broken = images[:6]
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit in the compressed pixels
+    flipped.write_bytes(bytes(data))
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    emptied.write_bytes(b"")
+    swapped.write_bytes(images[7].read_bytes())  # another whole, valid PNG: decodes fine, wrong content
+    digest_path(legacy).unlink()  # an image from before hashes were kept: used when it decodes whole
+    digest_path(legacy_broken).unlink()
+    legacy_broken.write_bytes(legacy_broken.read_bytes()[:50])
+    capfd.readouterr()
+    out = tmp_path / "again.json"
+    assert main(_argv(cache, out)) == 0
+    err = capfd.readouterr().err
+    for damaged in (flipped, truncated, emptied, swapped, legacy_broken):
+        assert f"warning: cached image '{damaged}'" in err
+    assert str(legacy) not in err and "is empty" in err and "truncated or changed on disk" in err
+    result = json.loads(out.read_text())
+    assert result["cost"]["images_generated"] == 5 and result["cost"]["images_from_cache"] == SMOKE_IMAGES - 5
+    assert result["summary"] == clean["summary"]
+    assert _all_intact(cache) and digest_path(legacy).is_file()
+
+
+def test_checked_files_catch_flips_truncation_and_emptiness(tmp_path, capfd):
+    """The same check guards cached embeddings and fine-tuned weights (write_checked / read_checked)."""
+    import numpy as np
+
+    path = tmp_path / "embeddings" / "k.npy"
+    payload = np.arange(64, dtype=np.float32).tobytes()
+    write_checked(path, payload)
+    assert read_checked(path, "SSCD embeddings") == payload
+    for damage in (lambda b: b[:-1], lambda b: b"", lambda b: bytes([b[0] ^ 0x80]) + b[1:]):
+        write_checked(path, payload)
+        path.write_bytes(damage(payload))
+        assert read_checked(path, "SSCD embeddings") is None
+        assert f"warning: cached SSCD embeddings '{path}'" in capfd.readouterr().err
+        assert not path.exists() and not digest_path(path).exists()  # made again by the caller
+    assert read_checked(tmp_path / "absent.npy", "x") is None and capfd.readouterr().err == ""
+
+
+def test_cached_embeddings_are_recomputed_when_damaged(tmp_path, capfd):
+    import numpy as np
+
+    from memorybench.metrics.plugins.tinyworld_copy import cached_embeddings
+
+    class Embedder:
+        implementation = "test"
+        calls = 0
+
+        def embed(self, images):
+            Embedder.calls += 1
+            return images.reshape(len(images), -1).astype(np.float32) / 255
+
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    first = cached_embeddings(Embedder(), images, "d" * 64, tmp_path)
+    (path,) = (tmp_path / "embeddings").glob("*.npy")
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x40  # a flipped bit in the last float: np.load would read it without a word
+    path.write_bytes(bytes(data))
+    again = cached_embeddings(Embedder(), images, "d" * 64, tmp_path)
+    assert Embedder.calls == 2 and np.array_equal(first, again) and "cached SSCD embeddings" in capfd.readouterr().err
+
+
+# -- faults during a run --------------------------------------------------------------------
+def test_ctrl_c_exits_130_and_the_rerun_resumes(clean, tmp_path, monkeypatch, capfd):
+    from memorybench.model.pipeline import PipelineAdapter
+
+    cache, images = _copy(clean, tmp_path)
+    _remove(images[:6])
+    original, calls = PipelineAdapter.generate, {"n": 0}
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PipelineAdapter, "generate", interrupted)
+    out = tmp_path / "r.json"
+    assert main(_argv(cache, out)[:-1] + ["2"]) == 130  # batches of 2: one stored, then Ctrl-C
+    assert "rerun the same command to resume" in capfd.readouterr().err
+    assert not out.exists() and _all_intact(cache)
+    monkeypatch.setattr(PipelineAdapter, "generate", original)
+    assert main(_argv(cache, out)) == 0
+    result = json.loads(out.read_text())
+    assert result["cost"]["images_generated"] == 4 and result["summary"] == clean["summary"]
+    digests = _manifest_digests(cache)
+    assert len(digests) == SMOKE_IMAGES + 6 and len(set(digests)) == SMOKE_IMAGES  # each removed one made once
+
+
+def _failing_fsync_after(n):
+    real, calls = os.fsync, {"n": 0}
+
+    def fsync(fd):
+        calls["n"] += 1
+        if calls["n"] > n:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd)
+    return fsync
+
+
+def test_a_full_disk_is_one_line_and_loses_nothing(clean, tmp_path, monkeypatch, capfd):
+    cache, images = _copy(clean, tmp_path)
+    _remove(images[:3])
+    out = tmp_path / "r.json"
+    monkeypatch.setattr(os, "fsync", _failing_fsync_after(3))  # the prepare record, one image and its hash
+    assert main(_argv(cache, out)) == 2
+    err = capfd.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "No space left on device" in err and "nothing was replaced" in err
+    assert not out.exists() and _all_intact(cache)
+    assert len(list((cache / "images").rglob("*.png"))) == SMOKE_IMAGES - 2
+    monkeypatch.undo()
+    assert main(_argv(cache, out)) == 0
+    result = json.loads(out.read_text())
+    assert result["cost"]["images_generated"] == 2 and result["summary"] == clean["summary"]
+    # a publish that cannot write leaves the board as it was
+    board = tmp_path / "smoke-v1.json"
+    assert main(["publish", str(clean["out"]), "--leaderboard", str(board)]) == 0
+    before = board.read_bytes()
+    monkeypatch.setattr(os, "fsync", _failing_fsync_after(0))
+    assert main(["publish", str(out), "--leaderboard", str(board)]) == 2
+    err = capfd.readouterr().err.strip()
+    assert err.splitlines()[-1].startswith("error: cannot write") and "No space left on device" in err
+    assert board.read_bytes() == before and not list(tmp_path.glob(".*.tmp"))
+
+
+def _subprocess_run(cache, out, batch_size=1):
+    argv = _argv(cache, out)[:-1] + [str(batch_size)]
+    return subprocess.Popen([sys.executable, "-m", "memorybench.cli", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_kill_9_during_generation_then_rerun(clean, tmp_path):
+    cache, images = _copy(clean, tmp_path)
+    removed = images[:8]
+    _remove(removed)
+    lines_before = len(_manifest_digests(cache))
+    proc = _subprocess_run(cache, tmp_path / "killed.json")
+    deadline = time.monotonic() + 300
+    while len((cache / "manifest.jsonl").read_text().splitlines()) < lines_before + 3:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL and not (tmp_path / "killed.json").exists()
+    made = [p for p in removed if read_checked(p, "image") is not None]
+    assert 3 <= len(made) < len(removed)
+    out = tmp_path / "resumed.json"
+    assert main(_argv(cache, out)) == 0
+    result = json.loads(out.read_text())
+    assert result["cost"]["images_generated"] == len(removed) - len(made)  # none of the killed run's work redone
+    assert result["summary"] == clean["summary"] and _all_intact(cache)
+    digests = _manifest_digests(cache)
+    assert all(digests.count(d) <= 2 for d in set(digests))
+
+
+@pytest.mark.slow
+def test_two_runs_in_parallel_on_one_cache_agree(clean, tmp_path):
+    cache, images = _copy(clean, tmp_path)
+    _remove(images[:9])
+    procs = [_subprocess_run(cache, tmp_path / f"r{i}.json", batch_size=3) for i in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-2000:]
+    for i in range(2):
+        assert json.loads((tmp_path / f"r{i}.json").read_text())["summary"] == clean["summary"]
+    assert _all_intact(cache) and len(list((cache / "images").rglob("*.png"))) == SMOKE_IMAGES
+
+
+# -- destinations, checked before any model loads -------------------------------------------
+@pytest.fixture
+def no_model(monkeypatch):
+    import memorybench.run.runner as runner
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the destinations were checked")
+
+    monkeypatch.setattr(runner, "load_model", refuse)
+
+
+def _a_file(folder):
+    (folder / "file.txt").write_text("x")
+    return folder / "file.txt"
+
+
+@pytest.mark.parametrize("make, option, reason", [
+    (_a_file, "--output-dir", "is an existing file, not a folder"),
+    (lambda t: _a_file(t) / "r.json", "--output", "is a file, so the folder"),
+    (lambda t: t, "--output", "is an existing folder, not a file"),
+    (lambda t: Path("/proc/memorybench-test/r.json"), "--output", "cannot be written"),
+    (_a_file, "--cache-dir", "is an existing file, not a folder"),
+])
+def test_bad_destinations_fail_before_the_model_loads(tmp_path, capsys, no_model, make, option, reason):
+    target = make(tmp_path)
+    argv = ["run", "--suite", "smoke-v1", "--method", "none", option, str(target)]
+    if option == "--cache-dir":
+        argv += ["--output", str(tmp_path / "r.json")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and reason in err and option in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_an_unwritable_output_folder_fails_before_the_model_loads(tmp_path, capsys, no_model):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert main(["run", "--suite", "smoke-v1", "--method", "none", "--output", str(locked / "r.json")]) == 2
+        assert "cannot be written" in capsys.readouterr().err
+    finally:
+        locked.chmod(0o700)
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_batch_size_must_be_positive(tmp_path, capsys, no_model, value):
+    assert main(["run", "--suite", "smoke-v1", "--method", "none", "--output", str(tmp_path / "r.json"),
+                 "--batch-size", value]) == 2
+    assert f"--batch-size must be a positive integer, got {value}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method, key", [("gni", "noise_scale"), ("scheduled-guidance", "early_guidance"),
+                                         ("attn-rescale", "c1")])
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_set_values_are_refused_naming_the_key(tmp_path, capsys, no_model, method, key, token):
+    assert main(["run", "--suite", "smoke-v1", "--method", method, "--set", f"{key}={token}",
+                 "--output", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{key}: must be a finite number" in err
+
+
+# -- hostile plugins and suite files --------------------------------------------------------
+def test_plugin_names_that_leave_a_folder_are_refused(tmp_path, capsys):
+    from memorybench.api.registry import Registry
+    from memorybench.errors import PluginError
+
+    registry = Registry(kind="method", group="memorybench.test-none")
+    for bad in ("../../x", "a/b", "a\\b", "..", "", ".hidden", "x" * 101):
+        with pytest.raises(PluginError, match="is not allowed"):
+            registry.register(bad, object())
+    assert registry.names() == []
+    plugin = tmp_path / "evil_plugin.py"
+    plugin.write_text("from memorybench.api.method import Method, register_method\n\n"
+                      "@register_method()\nclass Evil(Method):\n    name = '../../escaped'\n")
+    assert main(["run", "--suite", "smoke-v1", "--method", "none", "--plugins", str(plugin),
+                 "--output", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "method name '../../escaped' is not allowed" in err
+    assert not (tmp_path.parent / "escaped").exists()
+
+
+@pytest.mark.parametrize("code", ["0", "1", "'bye'"])
+def test_a_plugin_that_exits_while_importing_is_an_error(tmp_path, capsys, code):
+    plugin = tmp_path / "exits.py"
+    plugin.write_text(f"import sys\nsys.exit({code})\n")
+    assert main(["list", "methods", "--plugins", str(plugin)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"it called sys.exit({code}) while being imported" in err
+
+
+BOMB = "\n".join(["a: &a [x, x, x, x, x, x, x, x, x]"]
+                 + [f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]" for p, c in zip("abcdefgh", "bcdefghi")]) + "\n"
+
+
+@pytest.mark.parametrize("text, reason", [
+    (BOMB, "alias *a is not allowed in a suite file"),
+    ("a: &a [*a]\n", "alias *a is not allowed"),
+    ("name: !!python/object/apply:os.system ['echo pwned']\n", "could not determine a constructor for the tag"),
+    ("name: x\n  bad: [\n", "is not a valid suite file at line"),
+    ("[" * 100_000 + "]" * 100_000 + "\n", "suite file"),
+    ("name: " + "x" * (2 * 1024 * 1024) + "\n", "larger than 1024 KiB"),
+])
+def test_hostile_suite_files_are_one_line_exit_2(tmp_path, capsys, no_model, text, reason):
+    assert len(BOMB) < 400
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(text)
+    start = time.monotonic()
+    assert main(["run", "--suite", str(suite), "--method", "none", "--output", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and reason in err and time.monotonic() - start < 20
+
+
+# -- inputs that must be caught up front ----------------------------------------------------
+def test_a_text_file_named_png_in_the_ground_truth_folder_fails_up_front(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from memorybench.errors import DataError
+    from memorybench.realdata.gt_images import GroundTruthFolder
+
+    root = tmp_path / "gt_images"
+    (root / "11").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "11" / "0.png")
+    (root / "22.png").write_text("this is a text file")
+    gt = GroundTruthFolder(root)
+    assert len(gt.sha256([11])) == 64
+    with pytest.raises(DataError, match=r"22\.png' in the gt_images folder is not an image"):
+        gt.sha256([11, 22])
+
+
+def test_fid_protocol_records_no_local_paths(tmp_path):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from memorybench.metrics.fid import ImageFolder, fid_kid, tinyclip_extractor
+    from memorybench.tinyworld.clip import build_tiny_clip
+
+    torch.manual_seed(0)
+    extractor = tinyclip_extractor(model=build_tiny_clip(vocab_size=64, context_length=8).eval())
+    folder = tmp_path / "private" / "coco"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    gen = rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
+    out = fid_kid(gen, ImageFolder(folder, resolution=64), extractor, kid=False)
+    text = json.dumps(out["fid_gen"].protocol)
+    assert str(tmp_path) not in text and "private" not in text
+    assert out["fid_gen"].protocol["reference"]["image_set"]["source"] == "coco"
