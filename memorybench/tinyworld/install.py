@@ -15,7 +15,7 @@ from typing import Any
 
 from memorybench.errors import ConfigError
 from memorybench.core.hashing import sha256_file
-from memorybench.core.io import atomic_write_text
+from memorybench.core.io import atomic_write_text, file_lock, read_json_strict
 from memorybench.tinyworld.train import WORLD_PART_PREFIXES, WORLD_PARTS, world_file_hashes
 
 
@@ -25,7 +25,9 @@ def check_trained_run(run_dir: Path) -> dict[str, Any]:
     if not manifest_path.is_file():
         raise ConfigError(f"'{run_dir}' holds no manifest.json: pass the --out folder of a finished "
                           "`memorybench tinyworld train` run")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_json_strict(manifest_path, "training run manifest")
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files", {}), dict):
+        raise ConfigError(f"'{manifest_path}' is not a tiny-world training manifest")
     missing = [rel for rel in manifest.get("files", {}) if not (run_dir / rel).is_file()]
     changed = [rel for rel, digest in manifest.get("files", {}).items()
                if rel not in missing and sha256_file(run_dir / rel) != digest]
@@ -70,6 +72,11 @@ def install_world(run_dir: str | Path, target: str | Path) -> dict[str, Any]:
     run_dir, target = Path(run_dir), Path(target)
     manifest = check_trained_run(run_dir)
     target.mkdir(parents=True, exist_ok=True)
+    with file_lock(target / "manifest.json"):  # two installs into one folder take turns
+        return _install_locked(run_dir, target, manifest)
+
+
+def _install_locked(run_dir: Path, target: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     for name in WORLD_PARTS:  # copy beside the old part first, so a failed copy leaves it intact
         staging = target / f".{name}.installing"
         shutil.rmtree(staging, ignore_errors=True)
