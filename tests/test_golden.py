@@ -31,6 +31,11 @@ GOLDEN = {
     "scheduled-guidance": "251418306915987c8c9078332869c6fe179dac07b458da15308ac7c341191f36",
     "wanda-prune": "e5581c94835f738924f685d34b292312467b1d88ea0a86fd52540136384ff76e",
     "wen-embedding-opt": "0b5573aea99fe3028b392417da36af5c15e76113befa0c862bf6fc72572d594c",
+    "static-transition": "251418306915987c8c9078332869c6fe179dac07b458da15308ac7c341191f36",
+    "opposite-guidance": "f9f2d4ede6eee0bf8530e5abc24ec20c1c42205c0427ab4e6ddf0104e289e9a0",
+    "dynamic-transition": "9a46ddfcfba9c7d544b8792164ceb6799cf2dc5adb67e545a91d85eeffadbbfd",
+    "init-noise-adjust": "3decdb404c2f0e291701be8c36dba0c63720c9d59a3d98d3f556edb4aac4d9ab",
+    "sail": "323613be60cbad108ab632b64717f69614116b8eec4a78b8bebfeea06f4164a5",
 }
 
 

@@ -11,11 +11,18 @@ BUILTIN_METHODS = {
     "attn-rescale": "memorybench.methods.attn_rescale:AttentionRescale",
     "scheduled-guidance": "memorybench.methods.scheduled_guidance:ScheduledGuidance",
     "grad-projection": "memorybench.methods.grad_projection:GradientProjection",
+    "static-transition": "memorybench.methods.guidance_transition:StaticTransition",
+    "opposite-guidance": "memorybench.methods.guidance_transition:OppositeGuidance",
+    "dynamic-transition": "memorybench.methods.guidance_transition:DynamicTransition",
+    "init-noise-adjust": "memorybench.methods.init_noise_adjust:InitNoiseAdjust",
+    "sail": "memorybench.methods.sail:Sail",
 }
 BUILTIN_DETECTORS = {
     "wen-magnitude": "memorybench.detectors.wen_magnitude:WenMagnitude",
     "ren-entropy": "memorybench.detectors.ren_entropy:RenEntropy",
     "overestimation": "memorybench.detectors.overestimation:OverEstimation",
+    "sail-sharpness": "memorybench.detectors.sail_sharpness:SailSharpness",
+    "anisotropy": "memorybench.detectors.anisotropy:Anisotropy",
 }
 BUILTIN_METRICS = {
     "pixel-diversity": "memorybench.metrics.plugins.pixel_diversity:PixelDiversity",

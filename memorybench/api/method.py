@@ -8,7 +8,16 @@ and any of these hooks:
 - ``attention_processors(pipe)``: processors for cross-attention (``.attn2.``) keys only;
 - ``prompt_embeds(pipe, cond, uncond, latents, settings, prompts)``: change the text
   condition per batch (e.g. optimise it against the initial noise);
+- ``adjust_initial_latents(pipe, latents, cond, uncond, settings)``: replace the initial
+  noise of a batch before the first step (e.g. search or optimise it against the prompt);
+  rows follow ``pipe.state.prompts`` / ``pipe.state.seeds``, and each row must depend only
+  on its own prompt and seed;
 - ``guidance_scale(step, num_steps, default)``: per-step classifier-free guidance;
+- ``combine_guidance(pipe, step, t, prediction, guidance)``: how the two CFG halves of a
+  step become the noise prediction the scheduler uses (default
+  ``prediction.uncond + guidance * (prediction.cond - prediction.uncond)``); sees the
+  scheduler's timestep ``t`` and both halves, e.g. to switch guidance on a timestep or on
+  the text-noise magnitude, per image;
 - ``on_step(pipe, step, t, latents)``: change latents after each scheduler step;
 - ``training_hook(pipe, ctx, job)`` (kind ``"training"``): on suites that fine-tune the model
   before generation (e.g. finetune-dup-v1), called once before the fine-tune with a
@@ -37,7 +46,7 @@ from memorybench.core.config import ConfiguredPlugin
 from memorybench.model.hooks import installed_processors
 
 if TYPE_CHECKING:
-    from memorybench.model.pipeline import PipelineAdapter, SamplerSettings
+    from memorybench.model.pipeline import CFGPrediction, PipelineAdapter, SamplerSettings
     from memorybench.suites.finetune import FinetuneRecipe
 
 MethodKind = Literal["weight-edit", "inference", "training"]
@@ -126,8 +135,18 @@ class Method(ConfiguredPlugin):
                       latents: torch.Tensor, settings: "SamplerSettings", prompts: list[str]) -> torch.Tensor:
         return cond
 
+    def adjust_initial_latents(self, pipe: "PipelineAdapter", latents: torch.Tensor, cond: torch.Tensor,
+                               uncond: torch.Tensor, settings: "SamplerSettings") -> torch.Tensor:
+        """The batch's initial noise (already scaled by the scheduler), returned changed or as is."""
+        return latents
+
     def guidance_scale(self, step: int, num_steps: int, default: float) -> float:
         return default
+
+    def combine_guidance(self, pipe: "PipelineAdapter", step: int, t: Any, prediction: "CFGPrediction",
+                         guidance: float) -> torch.Tensor:
+        """The noise prediction of one step from both CFG halves (``guidance`` is ``guidance_scale``'s)."""
+        return prediction.guided(guidance)
 
     def on_step(self, pipe: "PipelineAdapter", step: int, t: Any, latents: torch.Tensor) -> torch.Tensor:
         return latents
