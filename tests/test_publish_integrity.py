@@ -21,20 +21,20 @@ SUITE = load_suite("smoke-v1")
 WEIGHTS = "ab" * 32
 
 
-def make_result(method="none", config=None, created=None, value=0.5):
-    """A smoke-v1 result that passes every check publish makes."""
+def make_result(method="none", config=None, created=None, value=0.5, suite=SUITE, weights=WEIGHTS):
+    """A result (smoke-v1 by default) that passes every check publish makes."""
     config = {"strength": 1.0} if config is None else config
     created = created or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     metrics = {name: {"value": value, "n": 12, "ci95": [value - 0.1, value + 0.1], "higher_is_better": True,
-                      "implementation": "test", "protocol": {}} for name in SUITE.summary}
+                      "implementation": "test", "protocol": {}} for name in suite.summary}
     side = {"seconds_per_image": 0.01, "peak_memory_mb": 100.0}
     return {
         "schema_version": 1,
-        "suite": {"name": SUITE.name, "version": SUITE.version, "sha256": SUITE.sha256()},
+        "suite": {"name": suite.name, "version": suite.version, "sha256": suite.sha256()},
         "method": {"name": method, "kind": "inference", "config": config, "config_sha256": sha256_json(config)},
-        "model": {"id": "dummy-sd", "weights_sha256": WEIGHTS, "sampler": "ddim", "steps": 8, "guidance": 7.5,
+        "model": {"id": "dummy-sd", "weights_sha256": weights, "sampler": "ddim", "steps": 8, "guidance": 7.5,
                   "dtype": "fp32", "resolution": [32, 32]},
-        "summary": {name: value for name in SUITE.summary},
+        "summary": {name: value for name in suite.summary},
         "metrics": metrics,
         "cost": {"seconds_per_image": 0.01, "peak_memory_mb": 100.0, "preparation_seconds": 0.0,
                  "images_generated": 18, "images_from_cache": 0,
@@ -244,3 +244,19 @@ def test_a_crafted_history_is_refused_too(tmp_path):
     board.write_text(json.dumps(data))
     with pytest.raises(ValidationError, match=r"entries\[0\]\.history\[0\]\.result: "):
         load_leaderboard(board)
+
+
+def test_a_new_tinyworld_board_takes_the_installed_worlds_weights_not_the_first_results(tmp_path):
+    from memorybench.results.leaderboard import suite_weights
+
+    suite = load_suite("tinyworld-v1")
+    real = suite_weights(suite)
+    assert real is not None and len(real) == 64
+    fake = write(tmp_path, "fake.json", make_result("fake", suite=suite, weights="cd" * 32))
+    board = tmp_path / "tinyworld-v1.json"
+    with pytest.raises(Rejected, match="sha256 cdcdcdcdcdcd, suite tinyworld-v1 runs on the installed tiny world with "
+                                       + real[:12]):
+        publish([fake], board)
+    assert not board.exists()
+    genuine = write(tmp_path, "genuine.json", make_result("genuine", suite=suite, weights=real))
+    assert publish([genuine], board).outcomes[0][1].endswith("new entry")

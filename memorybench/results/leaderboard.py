@@ -391,20 +391,44 @@ def _weights(result: dict[str, Any]) -> str | None:
     return result.get("model", {}).get("weights_sha256")
 
 
-def _other_weights(board: dict[str, Any], checked: list[tuple[str, dict[str, Any], bytes | None]]) -> list[Rejected]:
+def suite_weights(suite: Suite) -> str | None:
+    """The weights a suite's model must have, when this machine can tell: the installed tiny
+    world's for suites on ``tinyworld``; None for models given by path (``--model``)."""
+    if suite.model != "tinyworld":
+        return None
+    from memorybench.model.pipeline import folder_weights_sha256
+    from memorybench.tinyworld import world_path
+
+    folder = world_path() / "pipeline"
+    return folder_weights_sha256(folder) if folder.is_dir() else None
+
+
+def _other_weights(board: dict[str, Any], checked: list[tuple[str, dict[str, Any], bytes | None]],
+                   suite: Suite | None = None) -> list[Rejected]:
     """One board ranks methods on one model: a suite names its model (``tinyworld``), but the
     weights behind that name change when a new world ships, and numbers from two worlds are
-    not comparable. The board's weights are those of its entries, else of the first result."""
-    if board["entries"]:
-        reference, where = _weights(board["entries"][0]["result"]), "this leaderboard's entries"
-    elif checked:
-        reference, where = _weights(checked[0][1]), "the first result published with it"
-    else:
+    not comparable. For a suite on the tiny world, results must have the installed world's
+    weights (so a first result on other weights cannot claim a new board); on any board they
+    must have those of its entries (of the first result, on a new board)."""
+    if not checked:
         return []
-    return [Rejected(source, f"result was made with model weights sha256 {str(_weights(result))[:12]}, {where} with "
-                             f"{str(reference)[:12]}: results on other weights are not comparable (re-publish every "
-                             "method on the new weights into a new leaderboard file)")
-            for source, result, _ in checked if _weights(result) != reference]
+    references = []
+    expected = suite_weights(suite) if suite is not None else None
+    if expected is not None:
+        references.append((expected, f"suite {suite.name} runs on the installed tiny world"))
+    if board["entries"]:
+        references.append((_weights(board["entries"][0]["result"]), "this leaderboard's entries"))
+    else:
+        references.append((_weights(checked[0][1]), "the first result published with it"))
+    for reference, where in references:
+        rejected = [Rejected(source, f"result was made with model weights sha256 {str(_weights(result))[:12]}, "
+                                     f"{where} with {str(reference)[:12]}: results on other weights are not "
+                                     "comparable (re-publish every method on the new weights into a new "
+                                     "leaderboard file)")
+                    for source, result, _ in checked if _weights(result) != reference]
+        if rejected:
+            return rejected
+    return []
 
 
 def publish(result_paths: list[str | Path], leaderboard_path: str | Path,
@@ -434,7 +458,7 @@ def _publish_locked(result_paths: list[str | Path], leaderboard_path: Path,
         except Rejected as exc:
             rejections.append(exc)
     if not rejections:
-        rejections = _other_weights(board, checked)
+        rejections = _other_weights(board, checked, suite)
     if rejections:
         if len(rejections) == 1:
             raise rejections[0]
