@@ -99,7 +99,7 @@ def test_batch_wise_adjustment_is_the_sharpness_aware_step():
     assert [method.guidance_scale(s, 25, 3.0) for s in range(6)] == [0.0] * 5 + [3.0]  # guidance from step 5
 
 
-# -- the tiny world -------------------------------------------------------------------------
+# -- the tiny world (marked slow) ------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def world():
@@ -132,6 +132,7 @@ def generate_with(world, name, settings=None, prompts=None, seeds=None):
         return pipe.generate(prompts, seeds, SETTINGS, method=method), method
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NEW_METHODS)
 def test_method_lowers_copy_similarity_against_none(world, name):
     images, _ = generate_with(world, name)
@@ -143,6 +144,7 @@ CHEAP = {"init-noise-adjust": {"mode": "per-sample", "optim_iters": 3, "target_l
          "sail": {"budget": 2, "max_steps": 1, "threshold": 0.0}}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NEW_METHODS)
 def test_same_prompt_and_seed_give_the_same_image_in_any_batch(world, name):
     prompts, seeds = world["jobs"]
@@ -154,6 +156,7 @@ def test_same_prompt_and_seed_give_the_same_image_in_any_batch(world, name):
     assert np.abs(alone[0].astype(int) - first[1].astype(int)).max() <= 2  # batch shape may move float bits
 
 
+@pytest.mark.slow
 def test_per_sample_adjustment_meets_its_target(world):
     pipe = world["pipe"]
     prompts, seeds = world["prompts"][:2], [0, 0]
@@ -178,6 +181,7 @@ def test_per_sample_adjustment_meets_its_target(world):
     assert float((adjusted - x).abs().max()) < 1.0  # lr 0.01 for under 60 steps: a nearby noise
 
 
+@pytest.mark.slow
 def test_sail_returns_a_candidate_below_the_threshold_or_its_best(world):
     pipe = world["pipe"]
     prompt = world["prompts"][0]
@@ -206,5 +210,6 @@ def test_sail_returns_a_candidate_below_the_threshold_or_its_best(world):
 
 @pytest.mark.parametrize("name", NEW_METHODS)
 def test_method_is_valid(name):
-    report = validate_method(METHODS.get(name))
+    # the searches at their defaults pass too (`memorybench validate NAME`); fewer iterations keep this fast
+    report = validate_method(METHODS.get(name), {"sail": {"budget": 2, "max_steps": 2}}.get(name))
     assert report.ok, report.lines()
