@@ -64,8 +64,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(exc, OSError) and not isinstance(exc, MemorybenchError) and exc.errno in _WRITE_ERRNOS:
-            raise WriteError(exc.errno, f"cannot write '{path}': {os.strerror(exc.errno)} "
-                                        "(nothing was replaced; free space or fix permissions and rerun)") from exc
+            error = WriteError(f"cannot write '{path}': {os.strerror(exc.errno)} "
+                               "(nothing was replaced; free space or fix permissions and rerun)")
+            error.errno = exc.errno
+            raise error from exc
         raise
     return path
 
