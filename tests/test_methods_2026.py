@@ -213,3 +213,24 @@ def test_method_is_valid(name):
     # the searches at their defaults pass too (`memorybench validate NAME`); fewer iterations keep this fast
     report = validate_method(METHODS.get(name), {"sail": {"budget": 2, "max_steps": 2}}.get(name))
     assert report.ok, report.lines()
+
+
+def test_validate_catches_an_initial_noise_that_depends_on_the_batch():
+    from dataclasses import dataclass
+
+    from memorybench.api.method import Method
+
+    @dataclass
+    class _NoConfig:
+        pass
+
+    class BatchMean(Method):  # not registered: validate takes the class
+        name = "batch-mean-noise"
+        Config = _NoConfig
+
+        def adjust_initial_latents(self, pipe, latents, cond, uncond, settings):
+            return latents - latents.mean(dim=0, keepdim=True)  # every row reads the others
+
+    report = validate_method(BatchMean)
+    failed = [name for name, ok, _ in report.checks if not ok]
+    assert failed == ["adjust_initial_latents: a row depends only on its prompt and seed"], report.lines()

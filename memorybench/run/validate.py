@@ -67,6 +67,8 @@ def validate_method(method_cls: type[Method], settings: dict | None = None) -> V
     except Exception as exc:  # the method's own bug: report, don't crash validate
         report.add("apply, generate and remove run", False, f"{type(exc).__name__}: {exc}")
         return report
+    if type(method).adjust_initial_latents is not Method.adjust_initial_latents:
+        _check_initial_latents(method, pipe, settings_, prompts, report)
 
     after = _tensor_hashes(pipe)
     changed = sorted(k for k in before if before[k] != after.get(k))
@@ -81,6 +83,37 @@ def validate_method(method_cls: type[Method], settings: dict | None = None) -> V
     if method.kind == "training":
         _check_training_hook(method, pipe, before, report)
     return report
+
+
+def _check_initial_latents(method: Method, pipe: PipelineAdapter, settings: SamplerSettings, prompts: list[str],
+                           report: ValidationReport) -> None:
+    """``adjust_initial_latents``: same shape and dtype, finite, and each row a function of its
+    own prompt and seed (the second image adjusted alone equals it adjusted in the batch)."""
+    seeds = [0, 1]
+    try:
+        with apply_method(method, pipe, MethodContext(seed=0, settings=settings)):
+            scheduler = pipe.make_scheduler(settings.sampler)
+            scheduler.set_timesteps(settings.steps, device=pipe.device)
+            outs = []
+            for rows in (slice(0, 2), slice(1, 2)):
+                pipe.state.begin(prompts[rows], seeds[rows], settings.steps)
+                try:
+                    x = pipe.initial_latents(seeds[rows], settings, scheduler)
+                    cond, uncond = pipe.encode_prompts(prompts[rows]), pipe.encode_prompts([""] * len(prompts[rows]))
+                    out = method.adjust_initial_latents(pipe, x, cond, uncond, settings)
+                finally:
+                    pipe.state.end()
+                if out.shape != x.shape or out.dtype != x.dtype or not bool(torch.isfinite(out).all()):
+                    report.add("adjust_initial_latents keeps shape, dtype and finite values", False,
+                               f"got {tuple(out.shape)} {out.dtype} for {tuple(x.shape)} {x.dtype}")
+                    return
+                outs.append(out)
+        gap = float((outs[0][1] - outs[1][0]).abs().max())
+        report.add("adjust_initial_latents keeps shape, dtype and finite values", True)
+        report.add("adjust_initial_latents: a row depends only on its prompt and seed", gap <= 1e-3,
+                   f"max difference alone vs in a batch {gap:.2e}")
+    except Exception as exc:
+        report.add("adjust_initial_latents runs", False, f"{type(exc).__name__}: {exc}")
 
 
 def _check_training_hook(method: Method, pipe: PipelineAdapter, before: dict[str, str], report: ValidationReport) -> None:
