@@ -59,6 +59,18 @@ class {cls}(Method):
 
     def guidance_scale(self, step, num_steps, default):
         return self.config.early_guidance if step < self.config.early_steps else default
+
+    # Other optional hooks (memorybench.Method documents each):
+    #   prepare(pipe, ctx)                         edit weights once, through ctx
+    #   attention_processors(pipe)                 cross-attention processors
+    #   prompt_embeds(pipe, cond, uncond, latents, settings, prompts)
+    #   adjust_initial_latents(pipe, latents, cond, uncond, settings)
+    #                                              the batch's initial noise; a row may read only its own
+    #                                              prompt and seed (validate checks it)
+    #   combine_guidance(pipe, step, t, prediction, guidance)
+    #                                              the step's noise prediction from both CFG halves
+    #   on_step(pipe, step, t, latents)            latents after each scheduler step
+    #   training_hook(pipe, ctx, job)              kind "training": inside a suite fine-tune
 '''
 
 TEST = '''from memorybench import METHODS
