@@ -260,3 +260,21 @@ def test_a_new_tinyworld_board_takes_the_installed_worlds_weights_not_the_first_
     assert not board.exists()
     genuine = write(tmp_path, "genuine.json", make_result("genuine", suite=suite, weights=real))
     assert publish([genuine], board).outcomes[0][1].endswith("new entry")
+
+
+def test_a_full_disk_during_publish_leaves_the_board_as_it_was(tmp_path, monkeypatch, capsys):
+    import errno
+
+    board = tmp_path / "smoke-v1.json"
+    publish([write(tmp_path, "a.json", make_result("a"))], board)
+    before = board.read_bytes()
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    assert main(["publish", str(write(tmp_path, "b.json", make_result("b"))), "--leaderboard", str(board)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: cannot write '{board}': No space left on device "
+                   "(nothing was replaced; free space or fix permissions and rerun)")
+    assert board.read_bytes() == before and not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
