@@ -156,7 +156,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = RunOptions(model_path=args.model, cache_dir=args.cache_dir, device=args.device,
                          dtype=args.dtype, batch_size=args.batch_size, progress=not args.no_progress,
                          command=["memorybench"] + sys.argv[1:], data_paths=parse_data_paths(args.data),
-                         shard=parse_shard(args.shard), metrics_only=args.metrics_only)
+                         shard=parse_shard(args.shard), metrics_only=args.metrics_only,
+                         batch_invariant=args.batch_invariant)
     request = build_run_request(args.suite, args.method, parse_set_options(args.set),
                                 parse_set_options(args.suite_option), args.output, args.output_dir, options,
                                 smoke=_smoke(args))
@@ -245,7 +246,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from memorybench.run.validate import validate_method
 
     _load_plugins(args)
-    report = validate_method(METHODS.get(args.name), parse_set_options(args.set))
+    pipe = None
+    if args.model:
+        from memorybench.model.pipeline import PipelineAdapter
+
+        pipe = PipelineAdapter.from_folder(args.model)
+    report = validate_method(METHODS.get(args.name), parse_set_options(args.set), pipe=pipe,
+                             resolution=args.resolution or (64 if args.model else 32))
     for line in report.lines():
         print(line)
     if not report.ok:
@@ -423,6 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="FILE.json", help="result path (default results/SUITE/METHOD-CFG.json)")
     p.add_argument("--output-dir", metavar="DIR", help="folder for one result per method (default results/SUITE)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-invariant", action="store_true",
+                   help="sample each image on its own: bit-identical images at any --batch-size (slower)")
     scale = p.add_argument_group("many machines without a process group")
     scale.add_argument("--shard", metavar="I/N", help="generate shard I of N (0-based) into the shared --cache-dir, "
                        "compute no metrics (e.g. a Slurm array: --shard $SLURM_ARRAY_TASK_ID/N)")
@@ -463,6 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check that a method is reversible and its config round-trips")
     p.add_argument("name")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.add_argument("--model", metavar="PATH", help="check on this model folder (default: a tiny random pipeline)")
+    p.add_argument("--resolution", type=int, metavar="PX", help="image size of the check (default 32; 64 with --model)")
     plugins_arg(p)
     p.set_defaults(func=cmd_validate)
 

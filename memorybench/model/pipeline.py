@@ -138,6 +138,10 @@ class PipelineAdapter:
             module.requires_grad_(False)
         self.state = SamplingState()
         self._pooled: dict[str, torch.Tensor] = {}  # SDXL: prompt -> pooled text embedding
+        # True: every image is sampled and decoded on its own, so it is bit-identical whatever the
+        # batch it came in (CPU kernels block a batch differently by size: 1 level in ~1e-4 of
+        # pixels otherwise). Costs the batching speed-up.
+        self.batch_invariant = False
         self._base_scheduler_config = dict(pipe.scheduler.config)
 
     # -- construction ---------------------------------------------------------------
@@ -368,4 +372,6 @@ class PipelineAdapter:
     def generate(self, prompts: list[str], seeds: list[int], settings: SamplerSettings,
                  method: SamplingHooks | None = None) -> np.ndarray:
         """Images (B, H, W, 3) uint8 for ``prompts[i]`` with noise seed ``seeds[i]``."""
+        if self.batch_invariant and len(prompts) > 1:
+            return np.concatenate([self.generate([p], [s], settings, method) for p, s in zip(prompts, seeds)])
         return self.decode(self.sample_latents(prompts, seeds, settings, method))

@@ -35,6 +35,7 @@ class RunOptions:
     extra_provenance: dict[str, Any] = field(default_factory=dict)
     data_paths: dict[str, str] = field(default_factory=dict)  # --data KEY=PATH: local data the suite reads
     shard: tuple[int, int] | None = None  # --shard I/N: this process generates its share, no metrics
+    batch_invariant: bool = False  # --batch-invariant: bit-identical images whatever the batch size
     metrics_only: bool = False  # --metrics-only: evaluate the cached images; refuse while any is missing
 
 

@@ -190,6 +190,7 @@ def run(suite: Suite, method_name: str, settings: dict[str, Any] | None = None,
     shard = _Shard(options.shard)  # before the model loads: in a process group it picks the GPU
     options = replace(options, device=shard.device(options.device))
     pipe = load_model(suite, options)
+    pipe.batch_invariant = options.batch_invariant
     cost.RUN_PEAK.start(options.device)
     cache = GenerationCache(options.cache_dir or default_cache_dir())
     ctx = MethodContext(seed=0, settings=suite.sampler, calibration_prompts=list(data.calibration_prompts))
@@ -240,6 +241,7 @@ def run(suite: Suite, method_name: str, settings: dict[str, Any] | None = None,
         "provenance": {
             **provenance.collect(options.command),
             "seeds": {k: v for k, v in data.seeds.items()},
+            "batch_size": options.batch_size, "batch_invariant": options.batch_invariant,
             "wall_seconds": time.perf_counter() - wall0,
             "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             **options.extra_provenance,
