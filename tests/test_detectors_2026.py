@@ -115,7 +115,7 @@ def test_both_separate_memorized_from_general_prompts_on_the_tiny_world():
     settings = SamplerSettings(sampler="ddim", steps=25, guidance=3.0)
     dup = int(data.memorized_dup_counts.max())
     memorized = [p for p, d in zip(data.memorized_prompts, data.memorized_dup_counts) if d == dup][:4]
-    general = list(data.general_prompts[:4])
+    general = list(data.heldout_prompts[:4])  # held-out general prompts, never trained on
     for name, settings_ in (("anisotropy", {}), ("sail-sharpness", {"seeds": 2})):
         scores = DETECTORS.get(name).from_settings(settings_).score(pipe, memorized + general, settings).scores
         assert scores[:4].mean() > scores[4:].mean(), f"{name}: {scores}"
