@@ -11,6 +11,8 @@ BUILTIN_METHODS = {
     "attn-rescale": "memorybench.methods.attn_rescale:AttentionRescale",
     "scheduled-guidance": "memorybench.methods.scheduled_guidance:ScheduledGuidance",
     "grad-projection": "memorybench.methods.grad_projection:GradientProjection",
+    "nemo": "memorybench.methods.nemo:Nemo",
+    "dori-adv-finetune": "memorybench.methods.dori_adv_finetune:DoriAdvFinetune",
     "static-transition": "memorybench.methods.guidance_transition:StaticTransition",
     "opposite-guidance": "memorybench.methods.guidance_transition:OppositeGuidance",
     "dynamic-transition": "memorybench.methods.guidance_transition:DynamicTransition",
@@ -23,6 +25,7 @@ BUILTIN_DETECTORS = {
     "overestimation": "memorybench.detectors.overestimation:OverEstimation",
     "sail-sharpness": "memorybench.detectors.sail_sharpness:SailSharpness",
     "anisotropy": "memorybench.detectors.anisotropy:Anisotropy",
+    "nemo-ssim": "memorybench.detectors.nemo_ssim:NemoSSIM",
 }
 BUILTIN_METRICS = {
     "pixel-diversity": "memorybench.metrics.plugins.pixel_diversity:PixelDiversity",

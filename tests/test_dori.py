@@ -1,0 +1,62 @@
+"""dori-adv-finetune: the adversarial rounds run inside the suite's fine-tune and keep the
+protected images from being learned while the rest is."""
+
+import numpy as np
+import pytest
+import torch
+
+from memorybench import METHODS
+from memorybench.api.method import MethodContext
+from memorybench.methods.dori_adv_finetune import DoriAdvFinetune
+from memorybench.model.pipeline import PipelineAdapter
+from memorybench.model.sampling import SamplerSettings
+from memorybench.run.finetune import SuiteFinetune
+from memorybench.suites.finetune import FinetuneRecipe, FinetuneSet
+
+PROTECTED = ["a photo of a red cat", "a painting of a blue house"]
+GENERAL = [f"a {c} {o} in the {p}" for c in ("green", "yellow", "black") for o in ("dog", "tree")
+           for p in ("city", "night")]
+
+
+def _images(n: int, seed: int, size: int = 16) -> np.ndarray:
+    g = np.random.default_rng(seed)
+    small = g.integers(0, 256, size=(n, 4, 4, 3)).astype(np.float64)
+    big = np.repeat(np.repeat(small, size // 4, 1), size // 4, 2)
+    return np.clip(big + g.normal(0, 8, big.shape), 0, 255).astype(np.uint8)
+
+
+def _tiny_set(dup: int = 30) -> FinetuneSet:
+    images = np.concatenate([_images(len(PROTECTED), 1), _images(len(GENERAL), 2)])
+    counts = np.array([dup] * len(PROTECTED) + [1] * len(GENERAL))
+    return FinetuneSet(images=images, captions=PROTECTED + GENERAL, dup_counts=counts,
+                       protected=np.arange(len(PROTECTED)), sha256=f"tiny-set-dup{dup}")
+
+
+def test_bad_config_is_rejected():
+    with pytest.raises(ValueError):
+        DoriAdvFinetune.Config(every=0)
+    with pytest.raises(ValueError):
+        DoriAdvFinetune.Config(budget=-1.0)
+
+
+def test_adversarial_rounds_keep_the_protected_images_from_being_learned(tmp_path):
+    torch.manual_seed(0)
+    pipe = PipelineAdapter.dummy(seed=0)
+    recipe = FinetuneRecipe(steps=30, batch=8, lr=2e-3, warmup=3, caption_dropout=0.0)
+    ft = SuiteFinetune(pipe, recipe, _tiny_set(), tmp_path, progress=False)
+    settings = SamplerSettings(steps=4, guidance=3.0, height=16, width=16)
+    drops, reports = {}, {}
+    for method in (METHODS.get("none")(), DoriAdvFinetune(DoriAdvFinetune.Config(every=3, search_steps=2,
+                                                                                  capture_draws=20, weight=4.0))):
+        ctx = MethodContext(settings=settings)
+        with ft.applied(method, ctx):
+            pass
+        rec = ctx.report["finetune"]
+        drops[method.name] = {k: rec["probe_loss_before"][k] - rec["probe_loss_after"][k] for k in ("protected", "general")}
+        reports[method.name] = ctx.report
+    dori = reports["dori-adv-finetune"]["dori"]
+    assert dori["rounds"] == 10  # steps 0, 3, ..., 27
+    assert 0 < dori["trigger_delta_rel"] <= 0.25 + 1e-5
+    assert dori["surrogate_loss_last"] < dori["surrogate_loss_first"]  # it learns the surrogates
+    assert drops["none"]["protected"] > 0
+    assert drops["dori-adv-finetune"]["protected"] < 0.5 * drops["none"]["protected"], drops

@@ -1,0 +1,134 @@
+"""The re-trigger stage: the attack stays in its budget, finds a hidden image, never lowers copying."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from memorybench.api.method import Method, MethodContext, apply_method
+from memorybench.errors import ConfigError
+from memorybench.run import retrigger as R
+from memorybench.suites.spec import load_suite, suite_from_dict
+
+
+def _suite_with(options):
+    spec = load_suite("tinyworld-robust-v1").to_dict()
+    spec["options"] = options
+    return suite_from_dict(spec)
+
+
+def test_options_are_read_from_the_suite_and_bad_ones_rejected():
+    opts = R.options_of(load_suite("tinyworld-robust-v1"))
+    assert opts.objective == "denoise-target" and opts.norm == "relative-l2" and opts.budget == 0.25
+    assert R.options_of(load_suite("tinyworld-v1")) is None  # no stage
+    with pytest.raises(ConfigError, match="unknown"):
+        R.options_of(_suite_with({"retrigger_budgett": 0.1}))
+    with pytest.raises(ConfigError, match="objective"):
+        R.options_of(_suite_with({"retrigger_objective": "guess"}))
+
+
+class _None(Method):
+    name = "test-none"
+    kind = "inference"
+
+
+@pytest.mark.parametrize("budget", [0.0, 0.05])
+def test_search_stays_inside_the_ball_and_leaves_bos_alone(dummy_pipe, budget):
+    from memorybench.model.sampling import SamplerSettings
+
+    settings = SamplerSettings(steps=2, guidance=5.0, height=16, width=16)
+    image = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
+    target = R.target_latent_of(dummy_pipe, image)
+    opts = R.RetriggerOptions(budget=budget, steps=2, lr=0.5, batch=1)
+    base = dummy_pipe.encode_prompts(["a red circle"])
+    with torch.enable_grad():
+        rec = R.attack_prompt(dummy_pipe, _None(), "a red circle", settings, opts, target, seed=0)
+    found = rec["embedding"]
+    assert torch.equal(found[:, 0], base[:, 0])  # BOS untouched
+    assert rec["delta_rel"] <= budget + 1e-5
+    if budget == 0:
+        assert rec["unet_calls"] == 0 and torch.equal(found, base)
+    else:  # lr 0.5 overshoots the ball at once: the projection puts it back on the boundary
+        assert rec["delta_rel"] == pytest.approx(budget, rel=1e-3)
+        assert rec["unet_calls"] == 2 and rec["loss_last"] is not None
+
+
+class ExactPromptFilter(Method):
+    """A toy mitigation that severs only the prompt path: when the text condition is exactly
+    the encoding of the prompt, it is replaced by the empty prompt's; anything else passes."""
+
+    name = "test-exact-filter"
+    kind = "inference"
+
+    def prompt_embeds(self, pipe, cond, uncond, latents, settings, prompts):
+        exact = pipe.encode_prompts(prompts)
+        same = torch.tensor([torch.equal(cond[i], exact[i]) for i in range(len(prompts))])
+        return torch.where(same[:, None, None].to(cond.device), uncond, cond)
+
+
+def _tiny(prompts=2, seeds=2, steps=10):
+    from memorybench.suites.data import load_suite_data
+
+    suite = load_suite("tinyworld-robust-v1")
+    suite = replace(suite, sampler=replace(suite.sampler, steps=steps),
+                    options={**suite.options, "retrigger_steps": 3, "retrigger_batch": 2})
+    data = load_suite_data(load_suite("tinyworld-v1"))
+    data.prompts = {"memorized": data.prompts["memorized"][:prompts]}
+    data.seeds = {"memorized": list(range(seeds))}
+    return suite, data
+
+
+@pytest.mark.slow
+def test_attack_recovers_an_image_the_method_only_hides(tmp_path):
+    from memorybench.metrics.sscd import SSCDEmbedder
+    from memorybench.run.request import RunOptions
+    from memorybench.run.runner import load_model
+
+    suite, data = _tiny(prompts=1, seeds=2, steps=25)
+    pipe = load_model(suite, RunOptions())
+    method = ExactPromptFilter()
+    (prompt,), seeds = data.prompts["memorized"], data.seeds["memorized"]
+    embedder = SSCDEmbedder("default")
+    src = embedder.embed([data.source_image(prompt)])[0]
+    copied = float((embedder.embed(pipe.generate([prompt] * 2, seeds, suite.sampler)) @ src).max())
+    with apply_method(method, pipe, MethodContext(settings=suite.sampler)):
+        hidden_images = pipe.generate([prompt] * 2, seeds, suite.sampler, method=method)
+    hidden = float((embedder.embed(hidden_images) @ src).max())
+    cols = R.retrigger_metrics(pipe, suite, data, method, {prompt: hidden}, 0.5, tmp_path / "cache")
+    got = cols["retrigger_sscd_mem"]
+    # without the filter the prompt copies; the filter hides the image from its prompt ...
+    assert copied > 0.6 and hidden < copied - 0.3, (copied, hidden)
+    # ... and an embedding a hair away from the prompt's (the filter no longer matches) brings it back
+    assert got.protocol["attacked_only_mean"] > copied - 0.1, (got, copied)
+    assert got.value > hidden + 0.3
+    assert cols["retrigger_copy_rate"].value == 1.0
+    assert 0 < cols["retrigger_delta_rel"].value <= 0.25 + 1e-6
+    # the same inputs are served from the cache with the same numbers
+    again = R.retrigger_metrics(pipe, suite, data, method, {prompt: hidden}, 0.5, tmp_path / "cache")
+    assert again["retrigger_sscd_mem"].protocol["from_cache"] is True
+    assert again["retrigger_sscd_mem"].per_prompt == got.per_prompt
+
+
+@pytest.mark.slow
+def test_none_run_never_scores_lower_under_attack(tmp_path):
+    """Through the runner: for ``none`` the attack starts at the prompt, so it cannot lower copying."""
+    from memorybench.run.request import RunOptions
+    from memorybench.run.runner import run
+
+    spec = load_suite("tinyworld-robust-v1").to_dict()
+    spec["name"] = "tinyworld-robust-reduced"
+    spec["prompt_sets"] = [{"name": "memorized", "seeds": 2, "limit": 3}, {"name": "general", "seeds": 1, "limit": 2}]
+    spec["options"].update(retrigger_steps=4)
+    spec["summary"] = ["sscd_mem", "retrigger_sscd_mem", "retrigger_copy_rate"]
+    path = tmp_path / "reduced.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    suite = load_suite(str(path))
+    result = run(suite, "none", None, RunOptions(cache_dir=str(tmp_path / "cache"), progress=False))
+    m = result["metrics"]
+    assert result["summary"]["retrigger_sscd_mem"] >= result["summary"]["sscd_mem"]
+    for p, v in m["sscd_mem"]["per_prompt"].items():
+        assert m["retrigger_sscd_mem"]["per_prompt"][p] >= v
+    assert m["retrigger_sscd_mem"]["protocol"]["attack"]["steps"] == 4
+    assert m["retrigger_unet_calls"]["value"] == 4 + suite.sampler.steps
