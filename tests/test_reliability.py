@@ -1,6 +1,9 @@
 """Faults a user or a machine can cause, tried on the smoke suite: damaged cache files, a
 killed or interrupted run, a full disk, parallel runs on one cache, bad destinations and
-hostile inputs. Each test asserts that nothing is lost and the numbers do not change."""
+hostile inputs. Each test asserts that nothing is lost and the numbers do not change.
+
+The tests on real runs are marked slow (CI runs them); the checks they rely on have fast
+tests here too (the cache's hash check, the destinations, the inputs)."""
 
 import errno
 import json
@@ -67,6 +70,7 @@ def _all_intact(cache):
 
 
 # -- cache integrity ------------------------------------------------------------------------
+@pytest.mark.slow  # real smoke-v1 runs: about a minute of CPU
 def test_damaged_cached_images_are_named_regenerated_and_change_nothing(clean, tmp_path, capfd):
     cache, images = _copy(clean, tmp_path)
     flipped, truncated, emptied, swapped, legacy, legacy_broken = images[:6]
@@ -90,6 +94,36 @@ def test_damaged_cached_images_are_named_regenerated_and_change_nothing(clean, t
     assert result["cost"]["images_generated"] == 5 and result["cost"]["images_from_cache"] == SMOKE_IMAGES - 5
     assert result["summary"] == clean["summary"]
     assert _all_intact(cache) and digest_path(legacy).is_file()
+
+
+def test_the_cache_refuses_a_damaged_image_and_names_it(tmp_path, capfd):
+    import numpy as np
+
+    from memorybench.run.cache import GenerationCache, GenerationKey
+
+    cache = GenerationCache(tmp_path)
+    rng = np.random.default_rng(0)
+    keys = [GenerationKey("a" * 64, "none", "b" * 64, f"p{i}", 0, "ddim", 2, 7.5, 16, 16, "fp32") for i in range(4)]
+    images = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in keys]
+    for key, image in zip(keys, images):
+        cache.store(key, image, seconds=0.1)
+    assert all(cache.has(k) for k in keys) and (cache.load(keys[0]) == images[0]).all()
+    records = list(cache.records())
+    assert [r["png_sha256"] for r in records] == [digest_path(cache.path_for(k)).read_text().strip() for k in keys]
+    flipped, emptied, swapped = (cache.path_for(k) for k in keys[:3])
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0x04  # a flipped bit
+    flipped.write_bytes(bytes(data))
+    emptied.write_bytes(b"")
+    swapped.write_bytes(cache.path_for(keys[3]).read_bytes())  # a whole PNG that decodes, of other pixels
+    capfd.readouterr()
+    assert [cache.has(k) for k in keys] == [False, False, False, True]
+    err = capfd.readouterr().err
+    assert f"warning: cached image '{flipped}' has sha256" in err and f"'{emptied}' is empty" in err
+    assert f"warning: cached image '{swapped}' has sha256" in err
+    assert not flipped.exists() and not digest_path(flipped).exists()
+    cache.store(keys[0], images[0], seconds=0.1)  # what the runner does next
+    assert (cache.load(keys[0]) == images[0]).all()
 
 
 def test_checked_files_catch_flips_truncation_and_emptiness(tmp_path, capfd):
@@ -133,6 +167,7 @@ def test_cached_embeddings_are_recomputed_when_damaged(tmp_path, capfd):
 
 
 # -- faults during a run --------------------------------------------------------------------
+@pytest.mark.slow  # real smoke-v1 runs: about a minute of CPU
 def test_ctrl_c_exits_130_and_the_rerun_resumes(clean, tmp_path, monkeypatch, capfd):
     from memorybench.model.pipeline import PipelineAdapter
 
@@ -170,6 +205,7 @@ def _failing_fsync_after(n):
     return fsync
 
 
+@pytest.mark.slow  # real smoke-v1 runs: about a minute of CPU
 def test_a_full_disk_is_one_line_and_loses_nothing(clean, tmp_path, monkeypatch, capfd):
     cache, images = _copy(clean, tmp_path)
     _remove(images[:3])
@@ -193,6 +229,7 @@ def _subprocess_run(cache, out, batch_size=1):
                             stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow  # real smoke-v1 runs: about a minute of CPU
 def test_kill_9_during_generation_then_rerun(clean, tmp_path):
     cache, images = _copy(clean, tmp_path)
     removed = images[:8]
