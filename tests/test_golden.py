@@ -92,9 +92,11 @@ if __name__ == "__main__":  # re-record
 SUITE_SHA256 = {
     "coco-quality": "94270e896b20def24b502d25632af2a9fc8ceecca8027745359cf3d44e139528",
     "finetune-dup-sd-v1": "ec26c18c72e25eef36c9282db22ef0b58f5847424c12742462899306006b62cd",
+    "finetune-dup-robust-v1": "38acbcee4d2a0848b8abc968812a5d0b7b5f71dcec5cbac763e43efb53fa30e6",
     "finetune-dup-v1": "a56103eebcc639cbe1d29ec67053db1da8aa32da24179aa54c804a49d84f222f",
     "sd-webster500-v1": "aa8a650d80973a1bde07276bb671e2625718c28bd419fb841022c7f9b3cbb99b",
     "smoke-v1": "9f4da3ad71436b91a7e540967a25031a2af611a253b52e618d6d77d4967199e9",
+    "tinyworld-robust-v1": "17d198609edc86c739aabd20342d35fe4c1699f8f3765eca385b5d7169a170ad",
     "tinyworld-v1": "6c48eb5342cc3d8fa949c507804b82dcb2e2549d5568442185ca07636040bcd9",
 }
 
