@@ -132,3 +132,16 @@ def test_none_run_never_scores_lower_under_attack(tmp_path):
         assert m["retrigger_sscd_mem"]["per_prompt"][p] >= v
     assert m["retrigger_sscd_mem"]["protocol"]["attack"]["steps"] == 4
     assert m["retrigger_unet_calls"]["value"] == 4 + suite.sampler.steps
+
+
+def test_report_draws_hidden_vs_removed_only_when_the_attack_ran(tmp_path):
+    from memorybench.results.report import _hidden_plot
+
+    def metric(v):
+        return {"value": v, "ci95": [v - 0.05, v + 0.05], "higher_is_better": False}
+
+    entries = [{"result": {"metrics": {"sscd_mem": metric(0.75), "retrigger_sscd_mem": metric(0.78)}}},
+               {"result": {"metrics": {"sscd_mem": metric(0.30), "retrigger_sscd_mem": metric(0.70)}}}]
+    html = _hidden_plot(entries, ["none", "hider"], tmp_path)
+    assert "hidden.png" in html and (tmp_path / "hidden.png").stat().st_size > 1000
+    assert _hidden_plot([{"result": {"metrics": {"sscd_mem": metric(0.75)}}}], ["none"], tmp_path / "x") == ""

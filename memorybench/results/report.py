@@ -210,6 +210,54 @@ def _plot(entries: list[dict[str, Any]], labels: list[str], out: Path) -> str:
             'per method with 95% confidence intervals">')
 
 
+HIDDEN_X, HIDDEN_Y = "sscd_mem", "retrigger_sscd_mem"  # original prompts vs the re-trigger attack
+
+
+def _hidden_plot(entries: list[dict[str, Any]], labels: list[str], out: Path) -> str:
+    """"Hidden vs removed": each method's copying from its prompts against copying after the
+    re-trigger attack, with the diagonal (the attack found nothing the prompt did not);
+    empty when no entry ran the attack."""
+    points = [(lab, e["result"]["metrics"].get(HIDDEN_X), e["result"]["metrics"].get(HIDDEN_Y))
+              for e, lab in zip(entries, labels)]
+    points = [(lab, x, y) for lab, x, y in points if x is not None and y is not None]
+    if not points:
+        return ""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def err(m: dict[str, Any]) -> list[list[float]]:
+        lo, hi = m["ci95"]
+        if lo is None or hi is None:
+            return [[0.0], [0.0]]
+        return [[max(m["value"] - lo, 0.0)], [max(hi - m["value"], 0.0)]]
+
+    fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=110)
+    vals = [v for _, x, y in points for v in (x["value"], y["value"])]
+    lo, hi = min(vals + [0.0]) - 0.05, max(vals + [1.0]) + 0.02
+    ax.plot([lo, hi], [lo, hi], color="#999", lw=1, ls="--", label="attack finds nothing more")
+    for lab, x, y in points:
+        ax.errorbar(x["value"], y["value"], xerr=err(x), yerr=err(y), fmt="s" if lab == "none" else "o",
+                    color="#444" if lab == "none" else None, capsize=3, markersize=6)
+        ax.annotate(lab, (x["value"], y["value"]), textcoords="offset points", xytext=(6, 5), fontsize=8)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel(f"{HIDDEN_X}: from the memorized prompts (lower is better)")
+    ax.set_ylabel(f"{HIDDEN_Y}: after the re-trigger attack (lower is better)")
+    ax.set_title("Hidden or removed? (bars: 95% CI over prompts)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "hidden.png")
+    plt.close(fig)
+    return ('<h2>Hidden or removed: copying from the prompts vs after the re-trigger attack</h2>'
+            '<p class="legend">A method far above the diagonal hides memorized images from their prompts; '
+            'the attack (a bounded search in the text-embedding space, see the suite) brings them back. '
+            'Near the diagonal and low: removed.</p>'
+            f'<img src="hidden.png" width="704" height="616" alt="scatter of {HIDDEN_Y} against {HIDDEN_X} '
+            'per method with 95% confidence intervals">')
+
+
 PER_PROMPT_COLUMN = "sscd_mem"
 
 
@@ -241,7 +289,7 @@ def _per_prompt_table(entries: list[dict[str, Any]], labels: list[str], column: 
             if missing else "")
     return (f'<h2>Per memorized prompt: {_esc(column)}</h2><p class="legend">Each prompt\'s value '
             f'(darker = higher; {_esc(column)} {"higher" if _direction(entries, column) else "lower"} is better).</p>'
-            f'<div class="scroll"><table id="per-prompt"><thead><tr><th scope="col">prompt</th>{heads}</tr></thead>'
+            f'<div class="scroll"><table id="{"per-prompt" if column == PER_PROMPT_COLUMN else "per-prompt-" + _esc(column)}"><thead><tr><th scope="col">prompt</th>{heads}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div>{note}')
 
 
@@ -335,9 +383,11 @@ with the method divided by seconds per image with no mitigation, timed on the sa
 {_table(board, entries, labels)}
 <h2>Trade-off: copying vs prompt fidelity</h2>
 {_plot(entries, labels, out)}
+{_hidden_plot(entries, labels, out)}
 <h2>Memorized prompts: generations beside the training image</h2>
 {_grids(leaderboard_path, entries, labels, out)}
 {_per_prompt_table(entries, labels)}
+{_per_prompt_table(entries, labels, HIDDEN_Y)}
 <script>{_JS}</script>
 </body>
 </html>
