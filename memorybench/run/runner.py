@@ -120,7 +120,10 @@ def generate_all(pipe: PipelineAdapter, suite: Suite, data: SuiteData, method: M
                           f"in the cache at {cache.root} yet; run the remaining shards (or drop --metrics-only)")
     shard = shard or _Shard()
     n_missing = len(missing)
-    missing = missing[shard.index::shard.count]
+    # shard i owns every n-th image of the suite's fixed job list, so independent shards started at
+    # any time (or rerun) split the work the same way and only fill what is missing of their own
+    missing_ids = {id(j) for j in missing}
+    missing = [j for i, j in enumerate(jobs) if i % shard.count == shard.index and id(j) in missing_ids]
     prep_file = cache.root / "prepare" / f"{model_sha[:16]}-{method.name}-{method.config_sha256()[:16]}.json"
     prep_seconds = None
     probe = cost.probe_batch(data) if shard.is_main else None  # cost against none, same batch for all
