@@ -52,9 +52,34 @@ def main() -> int:
             "weights_restored": pipe.state_sha256() == before,
             "edit_changed_images": bool((edited != batched).any()),
         }
+    report["real_path"] = real_path_on_gpu()
     print(json.dumps(report, indent=2))
     ok = all(report[d]["weights_restored"] and report[d]["mean_abs_diff_vs_cpu_fp32"] < 3 for d in ("fp16", "bf16"))
     return 0 if ok else 1
+
+
+def real_path_on_gpu() -> dict:
+    """Full-size SD 1.5 and SDXL architectures (random weights) on the GPU at 512 px in fp16:
+    the harness's overhead against bare diffusers, and SDXL generation. A few minutes."""
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_real_path import harness_overhead
+
+    from memorybench.model.random_sd import build_random_sd
+
+    out = {"sd15_overhead": harness_overhead("full", 512, 20, "cuda", "fp16", 3)}
+    xl = PipelineAdapter(build_random_sd("sdxl", size="full"), "random-sdxl", "", device="cuda", dtype=torch.float16)
+    t0 = time.perf_counter()
+    images = xl.generate(["a photo of a cat", "a city at night"], [0, 1],
+                         SamplerSettings(steps=20, height=512, width=512))
+    torch.cuda.synchronize()
+    out["sdxl_512px_20_steps"] = {"seconds": round(time.perf_counter() - t0, 2), "shape": list(images.shape),
+                                  "finite_nonconstant": bool(images.std() > 0)}
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "real-path-gpu.json").write_text(json.dumps(out, indent=2) + "\n")
+    return out
 
 
 if __name__ == "__main__":
