@@ -74,3 +74,18 @@ def test_installed_wheel_lists_suites_and_imports_every_module(installed, tmp_pa
     imported = run_installed(installed, tmp_path, "-c", every)
     assert imported.returncode == 0, imported.stderr[-3000:]
     assert int(imported.stdout.strip()) >= len(source_packages())
+
+
+@pytest.mark.slow
+def test_installed_wheel_runs_the_real_path_on_a_random_sd_folder(installed, tmp_path):
+    """From the wheel alone: write a random-weights SD 2.1 folder, run a method and a detector on it."""
+    made = run_installed(installed, tmp_path, "-m", "memorybench.cli", "random-model", "sd21", "--out", str(tmp_path / "sd21"))
+    assert made.returncode == 0, made.stderr[-3000:]
+    smoke = ["--model", str(tmp_path / "sd21"), "--steps", "2", "--resolution", "64", "--seeds", "2",
+             "--limit-prompts", "2", "--no-progress"]
+    ran = run_installed(installed, tmp_path, "-m", "memorybench.cli", "run", "--suite", "smoke-v1", "--method", "rta",
+                        "--cache-dir", str(tmp_path / "cache"), "--output", str(tmp_path / "r.json"), *smoke)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    detected = run_installed(installed, tmp_path, "-m", "memorybench.cli", "detect", "--suite", "smoke-v1",
+                             "--detector", "wen-magnitude", "--output", str(tmp_path / "d.json"), *smoke)
+    assert detected.returncode == 0, detected.stderr[-3000:]
