@@ -145,3 +145,30 @@ def test_report_draws_hidden_vs_removed_only_when_the_attack_ran(tmp_path):
     html = _hidden_plot(entries, ["none", "hider"], tmp_path)
     assert "hidden.png" in html and (tmp_path / "hidden.png").stat().st_size > 1000
     assert _hidden_plot([{"result": {"metrics": {"sscd_mem": metric(0.75)}}}], ["none"], tmp_path / "x") == ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sd15", "sd21"])
+def test_attack_runs_through_nemo_on_stable_diffusion_shaped_models(kind):
+    """Random-weight SD 1.5 / 2.1 architectures (epsilon and v-prediction): the search stays in
+    its ball and the found embedding generates through a per-prompt method's hooks."""
+    from memorybench.methods.nemo import Nemo, value_layers
+    from memorybench.model.pipeline import PipelineAdapter
+    from memorybench.model.random_sd import build_random_sd
+    from memorybench.model.sampling import SamplerSettings
+
+    pipe = PipelineAdapter(build_random_sd(kind), f"random-{kind}", "")
+    settings = SamplerSettings(steps=3, guidance=7.5, height=64, width=64)
+    image = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    method = Nemo(Nemo.Config(samples=2, refine=False, max_rounds=2, ssim_threshold=-1.0))  # every prompt "memorized"
+    before = pipe.state_sha256()
+    with apply_method(method, pipe, MethodContext(settings=settings)):
+        assert value_layers(pipe)
+        with torch.enable_grad():
+            rec = R.attack_prompt(pipe, method, "a photo", settings, R.RetriggerOptions(steps=2, batch=1),
+                                  R.target_latent_of(pipe, image), seed=0)
+        assert "a photo" in method._records  # the method saw the prompt before the search
+        assert 0 < rec["delta_rel"] <= 0.25 + 1e-5 and np.isfinite(rec["loss_last"])
+        images = pipe.generate(["a photo"], [0], settings, method=R._FoundEmbedding(method, rec["embedding"]))
+    assert images.shape == (1, 64, 64, 3)
+    assert pipe.state_sha256() == before
