@@ -137,7 +137,7 @@ class _AdversarialRounds(TrainingHook):
                 delta.mul_(self.mask)
                 norms = delta.flatten(1).norm(dim=1).clamp(min=1e-12)
                 delta.mul_(torch.clamp(self.radius / norms, max=1.0).view(-1, 1, 1))
-            self.search_losses.append(float(loss))
+            self.search_losses.append(float(loss.detach()))
         self.delta = delta.detach()
 
     def before_step(self, step: int) -> None:

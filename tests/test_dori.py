@@ -39,6 +39,7 @@ def test_bad_config_is_rejected():
         DoriAdvFinetune.Config(budget=-1.0)
 
 
+@pytest.mark.slow  # two small fine-tunes (minutes on 2 busy cores)
 def test_adversarial_rounds_run_inside_the_fine_tune_within_their_budget(tmp_path):
     torch.manual_seed(0)
     pipe = PipelineAdapter.dummy(seed=0)
