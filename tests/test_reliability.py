@@ -419,3 +419,46 @@ def test_fid_protocol_records_no_local_paths(tmp_path):
     text = json.dumps(out["fid_gen"].protocol)
     assert str(tmp_path) not in text and "private" not in text
     assert out["fid_gen"].protocol["reference"]["image_set"]["source"] == "coco"
+
+
+def _fake_training_run(folder):
+    from memorybench.tinyworld.train import world_file_hashes
+
+    for rel in ("pipeline/unet/w.bin", "clip/model.bin"):
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(os.urandom(256 * 1024))
+    (folder / "train_log.jsonl").write_text("{}\n")
+    manifest = {"files": world_file_hashes(folder), "steps": {"vae": 1, "unet": 1, "clip": 1},
+                "wall_time_s": {"vae_s": 1.0, "unet_s": 1.0, "clip_s": 1.0}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return manifest
+
+
+def _install(run, target, barrier):
+    from memorybench.tinyworld.install import install_world
+
+    barrier.wait()
+    install_world(run, target)
+
+
+def test_parallel_world_installs_take_turns(tmp_path):
+    import hashlib
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    runs = [tmp_path / f"run{i}" for i in range(2)]
+    manifests = [_fake_training_run(r) for r in runs]
+    for attempt in range(5):
+        target = tmp_path / f"world{attempt}"
+        barrier = ctx.Barrier(2)
+        procs = [ctx.Process(target=_install, args=(r, target, barrier)) for r in runs]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+        assert [p.exitcode for p in procs] == [0, 0]
+        installed = json.loads((target / "manifest.json").read_text())["files"]
+        assert installed in [m["files"] for m in manifests]  # one whole world, not a mix of two
+        for rel, digest in installed.items():
+            assert hashlib.sha256((target / rel).read_bytes()).hexdigest() == digest
+        assert not list(target.glob(".*.installing"))
