@@ -462,3 +462,47 @@ def test_parallel_world_installs_take_turns(tmp_path):
         for rel, digest in installed.items():
             assert hashlib.sha256((target / rel).read_bytes()).hexdigest() == digest
         assert not list(target.glob(".*.installing"))
+
+
+_PAUSE_AT = {
+    # the metric of smoke-v1 starts, then waits to be killed
+    "metrics": """
+from memorybench.api.metric import METRICS
+cls = METRICS.get("pixel-diversity")
+def compute(self, view):
+    marker.write_text("metrics"); time.sleep(600)
+cls.compute = compute
+""",
+    # the result's bytes are written and flushed to a temporary file; the rename has not happened
+    "result write": """
+import os
+real_replace = os.replace
+def replace(src, dst, *a, **kw):
+    if str(dst) == output:
+        marker.write_text("write"); time.sleep(600)
+    return real_replace(src, dst, *a, **kw)
+os.replace = replace
+""",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", sorted(_PAUSE_AT))
+def test_kill_9_during_metrics_or_the_result_write_then_rerun(clean, tmp_path, moment):
+    cache, _ = _copy(clean, tmp_path)
+    out, marker = tmp_path / "r.json", tmp_path / "marker"
+    script = (f"import sys, time\nfrom pathlib import Path\nmarker = Path({str(marker)!r})\noutput = {str(out)!r}\n"
+              + _PAUSE_AT[moment] + f"\nfrom memorybench.cli import main\nsys.exit(main({_argv(cache, out)!r}))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert not out.exists()  # no result, and never half of one
+    assert main(_argv(cache, out)) == 0
+    result = json.loads(out.read_text())
+    assert result["cost"]["images_generated"] == 0 and result["summary"] == clean["summary"]
+    assert _all_intact(cache)
