@@ -94,7 +94,7 @@ SUITE_SHA256 = {
     "finetune-dup-sd-v1": "ec26c18c72e25eef36c9282db22ef0b58f5847424c12742462899306006b62cd",
     "finetune-dup-robust-v1": "38acbcee4d2a0848b8abc968812a5d0b7b5f71dcec5cbac763e43efb53fa30e6",
     "finetune-dup-v1": "a56103eebcc639cbe1d29ec67053db1da8aa32da24179aa54c804a49d84f222f",
-    "sd-webster500-v1": "93cd95822f003f2d180682d8fa333442b9872ed4077166bea8f6e039770fb3f1",
+    "sd-webster500-v1": "39eb49bcdbd4666a43e99d2f19f584eac9a4efbcffdc565527d850796006bd16",
     "smoke-v1": "9f4da3ad71436b91a7e540967a25031a2af611a253b52e618d6d77d4967199e9",
     "tinyworld-robust-v1": "17d198609edc86c739aabd20342d35fe4c1699f8f3765eca385b5d7169a170ad",
     "tinyworld-v1": "6c48eb5342cc3d8fa949c507804b82dcb2e2549d5568442185ca07636040bcd9",

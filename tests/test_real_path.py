@@ -126,7 +126,7 @@ def test_a_smoke_result_is_refused_by_publish(tmp_path, cache_dir):
     result = run(suite, "none", None, RunOptions(cache_dir=str(cache_dir), progress=False,
                                                  output=str(tmp_path / "r.json")))
     assert result["suite"]["smoke"] == {"limit-prompts": 2, "seeds": 2}
-    assert result["cost"]["images_generated"] == (1 + 2) * 2  # of 2 memorized prompts, 1 is for calibration
+    assert result["cost"]["images_generated"] == (2 + 2) * 2  # 2 prompts of each set (calibration held out first)
     with pytest.raises(ValidationError, match="smoke run"):
         check_result(result, suite)
 
@@ -171,10 +171,7 @@ def test_missing_ground_truth_is_named_or_skipped_and_counted(tmp_path, capsys):
     from memorybench.suites.spec import with_options
 
     prompts, gt, _ = _webster_files(tmp_path, missing=(3, 7))
-    import dataclasses
-
-    suite = dataclasses.replace(with_options(load_suite("sd-webster500-v1"), {"prompt_count": 20}),
-                                calibration_prompts=0)
+    suite = with_options(load_suite("sd-webster500-v1"), {"prompt_count": 20, "calibration_prompts": 0})
     paths = {"prompts": str(prompts), "gt_images": str(gt), "clip_weights": str(prompts)}
     with pytest.raises(DataError, match=r"no image for LAION index 100[37]"):
         load_suite_data(suite, paths)
@@ -276,7 +273,7 @@ def test_every_method_and_detector_runs_on_each_architecture(tmp_path, kind):
         _cli("detect", "--suite", "smoke-v1", "--detector", name, "--model", str(folder), "--output", str(report),
              *smoke, cwd=tmp_path)
         scores = [p["score"] for p in json.loads(report.read_text())["prompts"]]
-        assert len(scores) == 2 + 2 and np.isfinite(scores).all()  # 3 memorized less 1 calibration, 2 general
+        assert len(scores) == 3 + 2 and np.isfinite(scores).all()  # 3 memorized (calibration held out first), 2 general
     _cli("analyze", "wanda-masks", "--suite", "smoke-v1", "--model", str(folder), "--subsets", "2",
          "--subset-size", "1", "--out", str(tmp_path / "masks"), *smoke, cwd=tmp_path)
     assert (tmp_path / "masks" / "wanda-masks.json").is_file()

@@ -205,7 +205,7 @@ def test_median_ci_and_mad():
 # -- suites ------------------------------------------------------------------------------------
 def test_suites_load_hash_and_options():
     web, coco = load_suite("sd-webster500-v1"), load_suite("coco-quality")
-    assert web.version == 1 and web.model == "folder" and web.data == "webster500"
+    assert web.version == 2 and web.model == "folder" and web.data == "webster500"
     assert web.options["sscd_protocol"] == "default" and web.options["prompt_count"] == 500
     assert coco.options["n_captions"] == 30000 and coco.sampler.height == 512
     assert web.sha256() == load_suite("sd-webster500-v1").sha256() != coco.sha256()
@@ -231,7 +231,7 @@ def _webster_paths(tmp_path, rows=ROWS):
 
 
 def _small_webster(**options):
-    opts = {"prompt_count": len(ROWS), "clip_arch": "tinyworld", **options}
+    opts = {"prompt_count": len(ROWS), "clip_arch": "tinyworld", "calibration_prompts": 0, **options}
     return with_options(load_suite("sd-webster500-v1"), opts)
 
 
@@ -249,7 +249,7 @@ def test_webster_data_source_hashes_and_labels(tmp_path):
     (lambda p: p.pop("prompts"), DataError, "needs --data prompts=PATH: the Webster-500 prompt file"),
     (lambda p: p.pop("gt_images"), DataError, "needs --data gt_images=PATH: the ground-truth training images"),
     (lambda p: p.pop("clip_weights"), DataError, "needs --data clip_weights=PATH: the tiny world's clip/ folder"),
-    (lambda p: p.update(prompt="x"), ConfigError, "takes no --data prompt; its inputs: prompts, gt_images"),
+    (lambda p: p.update(prompt="x"), ConfigError, "takes no --data prompt; its inputs: prompts, general_prompts, gt_images"),
     (lambda p: p.update(gt_images="/no/such/folder"), DataError, "--data gt_images: '/no/such/folder' does not exist"),
     (lambda p: p.update(prompts=p["gt_images"]), DataError, "--data prompts: .* is not a file"),
     (lambda p: (Path(p["gt_images"]) / "12.png").unlink(), DataError,
@@ -312,7 +312,7 @@ def test_webster_suite_end_to_end_with_a_copied_ground_truth(tmp_path):
     suite_file = _small_suite_file(tmp_path, "sd-webster500-v1", seeds=3)
     common = ["run", "--suite", str(suite_file), "--method", "none", "--model", str(WORLD / "pipeline"),
               "--cache-dir", str(tmp_path / "cache"), "--batch-size", "9", "--no-progress",
-              "--suite-option", "prompt_count=3", "--suite-option", "clip_arch=tinyworld",
+              "--suite-option", "prompt_count=3", "--suite-option", "clip_arch=tinyworld", "--suite-option", "calibration_prompts=0",
               "--data", f"gt_images={paths['gt_images']}", "--data", f"clip_weights={paths['clip_weights']}"]
     assert main(common + ["--data", f"prompts={paths['prompts']}", "--output", str(tmp_path / "csv.json")]) == 0
     wen = write_wen(tmp_path / "prompts.jsonl")
@@ -335,9 +335,9 @@ def test_webster_suite_end_to_end_with_a_copied_ground_truth(tmp_path):
     data = csv_res["suite"]["data"]
     assert data["prompts_file"] == hashlib.sha256(Path(paths["prompts"]).read_bytes()).hexdigest()
     assert data["gt_images"] == GroundTruthFolder(paths["gt_images"]).sha256([i for _, i, _ in ROWS])
-    assert csv_res["provenance"]["suite_options"] == {"prompt_count": 3, "clip_arch": "tinyworld"}
+    assert csv_res["provenance"]["suite_options"] == {"prompt_count": 3, "clip_arch": "tinyworld", "calibration_prompts": 0}
     assert csv_res["suite"]["sha256"] == with_options(load_suite(str(suite_file)),
-                                                      {"prompt_count": 3, "clip_arch": "tinyworld"}).sha256()
+                                                      {"prompt_count": 3, "clip_arch": "tinyworld", "calibration_prompts": 0}).sha256()
     assert not any(str(tmp_path) in json.dumps(v) for v in (csv_res["suite"], csv_res["model"]))
 
     # the JSONL run reuses the same images (same prompts and seeds) and has no VM/TM columns
@@ -349,7 +349,7 @@ def test_webster_suite_end_to_end_with_a_copied_ground_truth(tmp_path):
 
 def test_webster_run_without_model_folder_is_one_line(tmp_path, capsys):
     paths = _webster_paths(tmp_path)
-    args = ["run", "--suite", "sd-webster500-v1", "--method", "none", "--suite-option", "prompt_count=3",
+    args = ["run", "--suite", "sd-webster500-v1", "--method", "none", "--suite-option", "prompt_count=3", "--suite-option", "calibration_prompts=0",
             "--suite-option", "clip_arch=tinyworld", "--cache-dir", str(tmp_path / "c"), "--no-progress"]
     args += [a for k, v in paths.items() for a in ("--data", f"{k}={v}")]
     assert main(args) == 2

@@ -121,9 +121,11 @@ def load_suite_data(suite: "Suite", paths: dict[str, str] | None = None, prompts
 @register_data_source("inline")
 def inline_prompts(suite: "Suite") -> SuiteData:
     """Prompts written in the suite itself; the first set's first ``calibration_prompts`` are held out."""
-    prompts = {ps.name: list(ps.prompts[: ps.limit]) for ps in suite.prompt_sets}
+    # calibration prompts come off the full first set, then ``limit`` applies to what is evaluated
+    # (as every source does, so a smoke --limit-prompts never eats the calibration prompts)
     first = suite.prompt_sets[0].name
-    calib = prompts[first][: suite.calibration_prompts]
-    prompts[first] = prompts[first][suite.calibration_prompts:]
+    n_cal = suite.calibration_prompts
+    prompts = {ps.name: list(ps.prompts[n_cal if ps.name == first else 0:])[: ps.limit] for ps in suite.prompt_sets}
+    calib = list(suite.prompt_sets[0].prompts[:n_cal])
     return SuiteData(prompts=prompts, seeds={ps.name: ps.seed_list() for ps in suite.prompt_sets},
                      calibration_prompts=calib, hashes={"prompts": sha256_json(prompts)})

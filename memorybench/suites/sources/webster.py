@@ -52,7 +52,8 @@ def calibration_split(records: list, count: int, seed: int) -> tuple[list, list]
     if count <= 0:
         return [], list(records)
     if count >= len(records):
-        raise ConfigError(f"calibration_prompts={count} leaves no prompt of {len(records)} to evaluate")
+        raise ConfigError(f"calibration_prompts={count} leaves no prompt of {len(records)} to evaluate "
+                          "(set --suite-option calibration_prompts=N)")
     chosen = set(np.random.default_rng(seed).choice(len(records), size=count, replace=False).tolist())
     return ([r for i, r in enumerate(records) if i in chosen],
             [r for i, r in enumerate(records) if i not in chosen])
@@ -76,7 +77,7 @@ def webster_data(suite: Suite, paths: dict[str, str], prompts_only: bool = False
         raise DataError(f"'{prompts_file.path}' holds {len(records)} prompts; suite '{suite.name}' expects {expected} "
                         f"(all of Webster-500). To run a subset on purpose, pass --suite-option prompt_count="
                         f"{len(records)} or --limit-prompts N (the result then carries a different suite hash)")
-    calibration, records = calibration_split(records, suite.calibration_prompts,
+    calibration, records = calibration_split(records, int(suite.options.get("calibration_prompts", 0)),
                                              int(suite.options.get("calibration_seed", 0)))
     records = records[: spec.limit]
     hashes = {"prompts_file": prompts_file.sha256}
