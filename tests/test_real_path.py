@@ -279,3 +279,28 @@ def test_every_method_and_detector_runs_on_each_architecture(tmp_path, kind):
     assert (tmp_path / "masks" / "wanda-masks.json").is_file()
     for name in ("wanda-prune", "attn-rescale", "wen-embedding-opt"):
         assert "FAIL" not in _cli("validate", name, "--model", str(folder), cwd=tmp_path)
+
+
+@pytest.mark.slow
+def test_wanda_prune_and_detection_on_webster_with_a_random_sd15(tmp_path, sd_folders):
+    """sd-webster500-v1 end to end on the SD 1.5 architecture: wanda-prune fits on the seeded
+    calibration prompts, the SSCD copy metrics, CLIP and the extraction attack run, and detect
+    scores Webster prompts against a general prompt file."""
+    prompts, gt, general = _webster_files(tmp_path, n=12)
+    clip = Path(__file__).resolve().parents[1] / "datasets" / "tinyworld" / "world" / "clip"
+    data = ["--data", f"prompts={prompts}", "--data", f"general_prompts={general}"]
+    smoke = ["--model", str(sd_folders["sd15"]), "--steps", "2", "--resolution", "64", "--seeds", "2",
+             "--limit-prompts", "2", "--no-progress", "--suite-option", "prompt_count=12",
+             "--suite-option", "calibration_prompts=4"]
+    _cli("run", "--suite", "sd-webster500-v1", "--method", "wanda-prune", *data, "--data", f"gt_images={gt}",
+         "--data", f"clip_weights={clip}", "--suite-option", "clip_arch=tinyworld", "--cache-dir",
+         str(tmp_path / "cache"), "--output", str(tmp_path / "wanda.json"), *smoke, cwd=tmp_path)
+    result = json.loads((tmp_path / "wanda.json").read_text())
+    assert len(result["suite"]["calibration_prompts"]) == 4
+    assert not set(result["suite"]["calibration_prompts"]) & set(result["calibration"]["webster_copy"]["per_prompt"]["memorized"])
+    assert {"sscd_mem", "clip_mem", "extraction_flagged"} <= set(result["summary"])
+    _cli("detect", "--suite", "sd-webster500-v1", "--detector", "wen-magnitude", *data,
+         "--output", str(tmp_path / "detect.json"), *smoke, cwd=tmp_path)
+    report = json.loads((tmp_path / "detect.json").read_text())
+    assert report["metrics"]["n_positive"] == 2 and report["metrics"]["n_negative"] == 2
+    assert 0.0 <= report["metrics"]["auroc"] <= 1.0

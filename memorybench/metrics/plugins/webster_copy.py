@@ -42,6 +42,8 @@ class WebsterCopy(Metric):
         out: dict[str, MetricValue] = {}
         trace = {}
         for set_name, by_prompt in run.images.items():
+            if not all(p in records for p in by_prompt):
+                continue  # prompts without a training image (the general set) have nothing to copy
             prompts = list(by_prompt)
             sizes = [len(by_prompt[p]) for p in prompts]
             gen_emb = np.split(embedder.embed(np.concatenate([by_prompt[p] for p in prompts])), np.cumsum(sizes)[:-1])
