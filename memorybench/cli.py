@@ -409,7 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--suite-option", action="append", metavar="KEY=VALUE",
                        help="change a suite option, e.g. sscd_protocol=wen2024 (changes the suite hash; repeatable)")
         p.add_argument("--cache-dir", metavar="DIR", help="generation cache (default ~/.cache/memorybench)")
-        smoke = p.add_argument_group("smoke run (shrinks the suite: its hash changes and the result cannot be published)")
+        smoke = p.add_argument_group("smoke run (shrinks the suite: its hash changes, no cost is timed against none, "
+                                     "and the result cannot be published)")
         smoke.add_argument("--limit-prompts", type=int, metavar="N", help="only the first N prompts of each prompt set")
         smoke.add_argument("--seeds", type=int, metavar="N", help="N seeds per prompt")
         smoke.add_argument("--steps", type=int, metavar="N", help="N sampler steps")

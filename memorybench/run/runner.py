@@ -126,7 +126,8 @@ def generate_all(pipe: PipelineAdapter, suite: Suite, data: SuiteData, method: M
     missing = [j for i, j in enumerate(jobs) if i % shard.count == shard.index and id(j) in missing_ids]
     prep_file = cache.root / "prepare" / f"{model_sha[:16]}-{method.name}-{method.config_sha256()[:16]}.json"
     prep_seconds = None
-    probe = cost.probe_batch(data) if shard.is_main else None  # cost against none, same batch for all
+    # cost against none, the same batch for every method; a smoke run's timing means nothing, so it has none
+    probe = cost.probe_batch(data) if shard.is_main and not smoke_of(suite) else None
     cost_file = cost.probe_file(cache.root, pipe, method, suite.sha256())
     versus_none = None
     if missing:
