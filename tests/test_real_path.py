@@ -98,9 +98,10 @@ def test_images_do_not_depend_on_the_batch_size():
         return np.concatenate([pipe.generate(prompts[i:i + batch], seeds[i:i + batch], FIXTURE_SETTINGS)
                                for i in range(0, 8, batch)]).astype(int)
 
-    one, two, eight = at(1), at(2), at(8)
+    one = at(1)
     # batched CPU kernels round differently by batch size: at most one level, on few pixels
-    assert np.abs(one - eight).max() <= 1 and (one != eight).mean() < 1e-3
+    for other in (at(2), at(8)):
+        assert np.abs(one - other).max() <= 1 and (one != other).mean() < 1e-3
     pipe.batch_invariant = True
     assert (at(1) == one).all() and (at(2) == one).all() and (at(8) == one).all()
 
