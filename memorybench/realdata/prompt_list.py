@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,18 +42,9 @@ def _field(row: dict, where: str) -> str:
 
 
 def _from_jsonl(text: str, path: Path) -> list[str]:
-    out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"'{path}' line {n}: not JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"'{path}' line {n}: expected an object with a prompt field")
-        out.append(_field(row, f"'{path}' line {n}"))
-    return out
+    from memorybench.realdata.webster import jsonl_objects
+
+    return [_field(row, where) for _, where, row in jsonl_objects(path, text, "a prompt, caption or text field")]
 
 
 def _from_csv(text: str, path: Path) -> list[str]:

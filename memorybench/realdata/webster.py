@@ -23,6 +23,7 @@ import io
 import json
 from collections import Counter
 from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 from memorybench.errors import DataError
@@ -116,8 +117,9 @@ def _parse_caption(value: object, where: str) -> str:
     return value.strip()
 
 
-def _read_wen_jsonl(path: Path, text: str) -> list[WebsterRecord]:
-    records = []
+def jsonl_objects(path: Path, text: str, fields: str) -> Iterator[tuple[int, str, dict]]:
+    """(line number, "path:line", object) for each non-blank line; a line that is not a JSON
+    object is a ``DataError`` naming the line and the ``fields`` it should hold."""
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -127,7 +129,13 @@ def _read_wen_jsonl(path: Path, text: str) -> list[WebsterRecord]:
         except json.JSONDecodeError as exc:
             raise DataError(f"{where}: malformed JSON line ({exc.msg} at column {exc.colno})") from None
         if not isinstance(obj, dict):
-            raise DataError(f"{where}: expected a JSON object with caption, index, url; got {type(obj).__name__}")
+            raise DataError(f"{where}: expected a JSON object with {fields}; got {type(obj).__name__}")
+        yield number, where, obj
+
+
+def _read_wen_jsonl(path: Path, text: str) -> list[WebsterRecord]:
+    records = []
+    for number, where, obj in jsonl_objects(path, text, "caption, index, url"):
         missing = [k for k in ("caption", "index") if k not in obj]
         if missing:
             raise DataError(f"{where}: missing key(s) {', '.join(missing)} (each line needs caption, index, url)")
