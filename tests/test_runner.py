@@ -105,7 +105,7 @@ def test_two_accelerate_processes_share_the_work_and_agree(tmp_path, cache_dir):
     sharded = json.loads(out.read_text())
     lines = (cache_dir / "manifest.jsonl").read_text().splitlines()
     assert len(lines) == 15  # each image generated once, by one of the two shards
-    assert sharded["summary"] == pytest.approx(single["summary"], abs=1e-6)
+    assert sharded["summary"] == single["summary"]  # same batches as one process: the same images
 
 
 def test_provenance_commit_is_the_source_state_when_the_run_started(monkeypatch):

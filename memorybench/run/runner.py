@@ -120,10 +120,12 @@ def generate_all(pipe: PipelineAdapter, suite: Suite, data: SuiteData, method: M
                           f"in the cache at {cache.root} yet; run the remaining shards (or drop --metrics-only)")
     shard = shard or _Shard()
     n_missing = len(missing)
-    # shard i owns every n-th image of the suite's fixed job list, so independent shards started at
-    # any time (or rerun) split the work the same way and only fill what is missing of their own
+    # shard i owns every n-th batch of the suite's fixed job list: shards started at any time (or
+    # rerun) split the work the same way and fill only what is missing of their own, and on an
+    # empty cache each batch is the one a single process would generate, so the images are too
     missing_ids = {id(j) for j in missing}
-    missing = [j for i, j in enumerate(jobs) if i % shard.count == shard.index and id(j) in missing_ids]
+    bs = options.batch_size
+    missing = [j for i, j in enumerate(jobs) if (i // bs) % shard.count == shard.index and id(j) in missing_ids]
     prep_file = cache.root / "prepare" / f"{model_sha[:16]}-{method.name}-{method.config_sha256()[:16]}.json"
     prep_seconds = None
     # cost against none, the same batch for every method; a smoke run's timing means nothing, so it has none
