@@ -37,9 +37,10 @@ _TIMING = {
 }
 
 VS_NONE_SCHEMA = {
-    "type": "object",
+    "type": ["object", "null"],
     "description": "One identical small batch timed uncached with the method and then with none, back to back "
-                   "in the same process: the cost ratio to compare across methods.",
+                   "in the same process: the cost ratio to compare across methods. Null in a smoke run "
+                   "(suite.smoke), which times nothing.",
     "required": ["batch", "method", "none", "seconds_per_image_ratio", "peak_memory_ratio", "measured_in"],
     "properties": {
         "batch": {"type": "object", "description": "What was timed: prompt set, prompt count, seed, steps, repeats."},
