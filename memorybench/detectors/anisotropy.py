@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from memorybench.api.detector import DetectionScores, Detector, register_detector
+from memorybench.errors import ConfigError
 from memorybench.model.sampling import seed_range
 from memorybench.model.trajectory import per_prompt
 
@@ -67,7 +67,8 @@ class Anisotropy(Detector):
         scheduler.set_timesteps(settings.steps, device=pipe.device)
         timesteps = list(scheduler.timesteps)
         if cfg.cosine_step_from_end > len(timesteps):
-            raise ValueError(f"cosine_step_from_end {cfg.cosine_step_from_end} exceeds the {len(timesteps)} sampler steps")
+            raise ConfigError(f"anisotropy: cosine_step_from_end {cfg.cosine_step_from_end} exceeds the "
+                              f"{len(timesteps)} sampler steps (use more --steps or a smaller cosine_step_from_end)")
         t_first, t_late = timesteps[0], timesteps[-cfg.cosine_step_from_end]
         seeds = seed_range(cfg.seeds, cfg.seed_offset)
         rows_prompts = [p for p in prompts for _ in seeds]
