@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from memorybench.api.method import Method, MethodContext, register_method
+from memorybench.errors import ConfigError
 from memorybench.model.sampling import SamplerSettings
 
 GENERIC_CAPTIONS = (
@@ -223,6 +224,9 @@ class Nemo(Method):
                  "step 0.25, top-k from 0, SSIM threshold 0.428, 10 samples, neurons scaled to 0")
 
     def prepare(self, pipe, ctx: MethodContext) -> None:
+        if getattr(pipe, "is_sdxl", False):
+            # its localization calls the UNet with text only, without SDXL's pooled embeddings
+            raise ConfigError("nemo does not support SDXL yet (SD 1.x and 2.x only)")
         cfg = self.config
         refs = list(cfg.reference_prompts) or list(GENERIC_CAPTIONS)
         acts = [value_activations(pipe, p) for p in refs]
@@ -276,10 +280,10 @@ class Nemo(Method):
         if not look.any():
             rec["neurons"] = [[] for _ in self._mean]
             return rec
-        free = free[look]
-
         def blocked_ssim(blocked):
-            return float(ms_ssim(free, self.noise_maps(pipe, prompt, blocked)[look]).max())
+            # the same memorization strength as above (largest MS-SSIM between two seeds' noise
+            # maps), measured with the neurons blocked
+            return float(max_pairwise_ssim(self.noise_maps(pipe, prompt, blocked)).max())
 
         acts = value_activations(pipe, prompt)
         theta, k, threshold = cfg.theta_start, 0, cfg.ssim_threshold
