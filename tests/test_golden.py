@@ -36,6 +36,9 @@ GOLDEN = {
     "dynamic-transition": "9a46ddfcfba9c7d544b8792164ceb6799cf2dc5adb67e545a91d85eeffadbbfd",
     "init-noise-adjust": "3decdb404c2f0e291701be8c36dba0c63720c9d59a3d98d3f556edb4aac4d9ab",
     "sail": "323613be60cbad108ab632b64717f69614116b8eec4a78b8bebfeea06f4164a5",
+    # no prompt of the random pipeline passes nemo's memorization threshold: none's images
+    "nemo": "e1ccba045ae77d6befd38b37fb7d767ee0ac391e847408a99e380dcf19ecba6e",
+    "dori-adv-finetune": "0e51c78f2e42cf0ef138c82a87f4906e3618fb430560602abf05658d82925e21",
 }
 
 
