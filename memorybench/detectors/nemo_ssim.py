@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from memorybench.api.detector import DetectionScores, Detector, register_detector
+from memorybench.errors import ConfigError
 from memorybench.methods.nemo import max_pairwise_ssim, noise_maps
 
 
@@ -44,6 +45,8 @@ class NemoSSIM(Detector):
                  "noise maps over 10 seeds (seed 1), guidance 0, memorized above 0.428")
 
     def score(self, pipe, prompts, settings) -> DetectionScores:
+        if getattr(pipe, "is_sdxl", False):  # its noise maps come from text-only UNet calls
+            raise ConfigError("nemo-ssim does not support SDXL yet (SD 1.x and 2.x only)")
         cfg = self.config
         seeds = list(range(cfg.seed_offset, cfg.seed_offset + cfg.seeds))
         scores, means = [], []
