@@ -1,7 +1,6 @@
 """dori-adv-finetune: the adversarial rounds run inside the suite's fine-tune, stay within their
 budget and learn the surrogates (its effect on memorization is measured on finetune-dup-robust-v1)."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -11,25 +10,9 @@ from memorybench.methods.dori_adv_finetune import DoriAdvFinetune
 from memorybench.model.pipeline import PipelineAdapter
 from memorybench.model.sampling import SamplerSettings
 from memorybench.run.finetune import SuiteFinetune
-from memorybench.suites.finetune import FinetuneRecipe, FinetuneSet
+from memorybench.suites.finetune import FinetuneRecipe
+from tiny_finetune import tiny_set
 
-PROTECTED = ["a photo of a red cat", "a painting of a blue house"]
-GENERAL = [f"a {c} {o} in the {p}" for c in ("green", "yellow", "black") for o in ("dog", "tree")
-           for p in ("city", "night")]
-
-
-def _images(n: int, seed: int, size: int = 16) -> np.ndarray:
-    g = np.random.default_rng(seed)
-    small = g.integers(0, 256, size=(n, 4, 4, 3)).astype(np.float64)
-    big = np.repeat(np.repeat(small, size // 4, 1), size // 4, 2)
-    return np.clip(big + g.normal(0, 8, big.shape), 0, 255).astype(np.uint8)
-
-
-def _tiny_set(dup: int = 30) -> FinetuneSet:
-    images = np.concatenate([_images(len(PROTECTED), 1), _images(len(GENERAL), 2)])
-    counts = np.array([dup] * len(PROTECTED) + [1] * len(GENERAL))
-    return FinetuneSet(images=images, captions=PROTECTED + GENERAL, dup_counts=counts,
-                       protected=np.arange(len(PROTECTED)), sha256=f"tiny-set-dup{dup}")
 
 
 def test_bad_config_is_rejected():
@@ -44,7 +27,7 @@ def test_adversarial_rounds_run_inside_the_fine_tune_within_their_budget(tmp_pat
     torch.manual_seed(0)
     pipe = PipelineAdapter.dummy(seed=0)
     recipe = FinetuneRecipe(steps=12, batch=8, lr=2e-3, warmup=3, caption_dropout=0.0)
-    ft = SuiteFinetune(pipe, recipe, _tiny_set(), tmp_path, progress=False)
+    ft = SuiteFinetune(pipe, recipe, tiny_set(dup=30), tmp_path, progress=False)
     settings = SamplerSettings(steps=4, guidance=3.0, height=16, width=16)
     drops, reports = {}, {}
     for method in (METHODS.get("none")(), DoriAdvFinetune(DoriAdvFinetune.Config(every=3, search_steps=2,

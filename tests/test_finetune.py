@@ -12,7 +12,8 @@ import torch
 from memorybench import METHODS
 from memorybench.errors import ConfigError, DataError
 from memorybench.api.method import FinetuneJob
-from memorybench.suites.finetune import FinetuneRecipe, FinetuneSet
+from memorybench.suites.finetune import FinetuneRecipe
+from tiny_finetune import GENERAL, PROTECTED, smooth_images, tiny_set
 from memorybench.run.finetune import SuiteFinetune
 from memorybench.api.method import MethodContext
 from memorybench.methods.grad_projection import GradientProjection, energy_basis
@@ -20,24 +21,6 @@ from memorybench.model.pipeline import PipelineAdapter
 from memorybench.suites.data import load_suite_data
 from memorybench.suites.spec import suite_from_dict
 
-PROTECTED = ["a photo of a red cat", "a painting of a blue house"]
-GENERAL = [f"a {c} {o} in the {p}" for c in ("green", "yellow", "black") for o in ("dog", "tree")
-           for p in ("city", "night")]
-
-
-def _images(n: int, seed: int, size: int = 16) -> np.ndarray:
-    """Smooth random colour images (learnable, unlike white noise)."""
-    g = np.random.default_rng(seed)
-    small = g.integers(0, 256, size=(n, 4, 4, 3)).astype(np.float64)
-    big = np.repeat(np.repeat(small, size // 4, 1), size // 4, 2)
-    return np.clip(big + g.normal(0, 8, big.shape), 0, 255).astype(np.uint8)
-
-
-def _tiny_set(dup: int = 20) -> FinetuneSet:
-    images = np.concatenate([_images(len(PROTECTED), 1), _images(len(GENERAL), 2)])
-    counts = np.array([dup] * len(PROTECTED) + [1] * len(GENERAL))
-    return FinetuneSet(images=images, captions=PROTECTED + GENERAL, dup_counts=counts,
-                       protected=np.arange(len(PROTECTED)), sha256=f"tiny-set-dup{dup}")
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +36,7 @@ def _unet_bytes(p: PipelineAdapter) -> dict[str, bytes]:
 # -- the loop ---------------------------------------------------------------------------
 def test_loss_falls_within_a_few_dozen_steps(pipe, tmp_path):
     recipe = FinetuneRecipe(steps=40, batch=8, lr=2e-3, warmup=4, caption_dropout=0.0)
-    ft = SuiteFinetune(pipe, recipe, _tiny_set(), tmp_path, progress=False)
+    ft = SuiteFinetune(pipe, recipe, tiny_set(), tmp_path, progress=False)
     ctx = MethodContext()
     with ft.applied(METHODS.get("none")(), ctx):
         pass
@@ -143,7 +126,7 @@ def test_finetune_is_cached_reused_and_undone_bit_exactly(pipe, tmp_path):
     base = _unet_bytes(pipe)
     recipe = FinetuneRecipe(steps=6, batch=4, warmup=1)
     none, gp = METHODS.get("none")(), GradientProjection()
-    ft = SuiteFinetune(pipe, recipe, _tiny_set(), tmp_path, progress=False)
+    ft = SuiteFinetune(pipe, recipe, tiny_set(), tmp_path, progress=False)
 
     ctx1 = MethodContext()
     with ft.applied(none, ctx1) as seconds1:
@@ -181,7 +164,7 @@ def test_weights_restored_when_the_fine_tune_fails(pipe, tmp_path):
                 next(iter(job.parameters.values())).add_(1.0)
             raise RuntimeError("boom")
 
-    ft = SuiteFinetune(pipe, FinetuneRecipe(steps=2, batch=2), _tiny_set(), tmp_path, progress=False)
+    ft = SuiteFinetune(pipe, FinetuneRecipe(steps=2, batch=2), tiny_set(), tmp_path, progress=False)
     with pytest.raises(RuntimeError, match="boom"):
         with ft.applied(Broken(), MethodContext()):
             pass
@@ -201,7 +184,7 @@ def test_projection_keeps_the_protected_images_from_being_learned(pipe, tmp_path
     """Same fine-tune with and without projection: the plain one fits the duplicated
     protected images (their denoising L2 falls), the projected one far less."""
     recipe = FinetuneRecipe(steps=30, batch=8, lr=2e-3, warmup=3, caption_dropout=0.0)
-    ft = SuiteFinetune(pipe, recipe, _tiny_set(dup=30), tmp_path, progress=False)
+    ft = SuiteFinetune(pipe, recipe, tiny_set(dup=30), tmp_path, progress=False)
     drops = {}
     for method in (METHODS.get("none")(), GradientProjection(GradientProjection.Config(energy=0.99,
                                                                                        layers="linear+conv"))):
@@ -258,7 +241,7 @@ def _write_folder(root, captions, sidecar=False, size=24):
     from PIL import Image
 
     root.mkdir(parents=True, exist_ok=True)
-    images = _images(len(captions), 5, size=size)
+    images = smooth_images(len(captions), 5, size=size)
     lines = []
     for i, (img, cap) in enumerate(zip(images, captions)):
         Image.fromarray(img).save(root / f"img{i:02d}.png")
