@@ -163,9 +163,4 @@ def test_code_cites_papers_not_internal_notes():
     """Docstrings and comments of the package and the built-in methods (shown in the API
     reference and in results' ``reference`` fields) follow the same rule as the docs."""
     hits = forbidden_hits([ROOT / "memorybench", ROOT / "methods"])
-    # the one exception: a shipped suite's description is hashed into its identity, so it is
-    # reworded only with the suite's next version (recorded in the changelog)
-    hashed = "memorybench/suites/finetune-dup-sd-v1.yaml"
-    hits = [h for h in hits if not (h.startswith(hashed + ":") and "description:" in
-                                    (ROOT / hashed).read_text().splitlines()[int(h.split(":")[1]) - 1])]
     assert not hits, "\n".join(hits)
