@@ -203,3 +203,103 @@ def test_tinyworld_fid_plugin_on_a_hand_built_run(extractor, tmp_path, monkeypat
     assert out["fid_gen"].protocol["reference_set"] == desc
     assert run.calibration["fid"]["n_real"] == 24 and run.calibration["fid"]["n_reference"] == 40
     assert list((tmp_path / "fid_ref").glob("*.npz"))
+
+
+class _Planted:
+    """Unpickling this object creates a marker file (stands for any code in a pickle)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _random_inception_weights(path):
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    class _Blank(FeatureExtractorInceptionV3):
+        def load_state_dict(self, *a, **k):
+            return None
+
+    buf = __import__("io").BytesIO()
+    torch.save({}, buf)
+    buf.seek(0)
+    torch.manual_seed(0)
+    sd = _Blank("x", ["2048"], feature_extractor_weights_path=buf).state_dict()
+    torch.save(sd, path)
+    return sd
+
+
+def test_torch_fidelity_never_unpickles_the_inception_file(tmp_path, monkeypatch):
+    """The file is read once, safely; torch-fidelity's own weights_only=False load only ever gets
+    the in-memory tensors, so a file swapped for a pickle with code after the check runs nothing."""
+    import io
+
+    weights, marker = tmp_path / "inception.pth", tmp_path / "code-ran"
+    sd = _random_inception_weights(weights)
+    ext = inception_extractor(weights)
+    imgs = _images(14, 3, size=32)
+    before = extract_features(imgs, ext, batch_size=3)
+    torch.save({**sd, "planted": _Planted(marker)}, weights)  # swapped after the check
+    assert not marker.exists()
+    calls = []
+    real_load = torch.load
+
+    def recording_load(f, *args, **kwargs):
+        calls.append((f, kwargs.get("weights_only")))
+        if kwargs.get("weights_only") is not True and not isinstance(f, io.BytesIO):
+            raise AssertionError(f"unsafe torch.load of {f!r}")
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", recording_load)
+    after = extract_features(imgs, ext, batch_size=3)
+    assert calls and not marker.exists()
+    assert all(isinstance(f, io.BytesIO) for f, _ in calls)  # never the user's path
+    np.testing.assert_array_equal(before, after)  # the checked weights, not the swapped file
+    with pytest.raises(ModelError, match="not a valid torch-fidelity Inception state dict"):
+        inception_extractor(weights)  # the swapped file itself is refused
+    assert not marker.exists()
+
+
+def test_inception_weights_from_safetensors(tmp_path):
+    from safetensors.torch import save_file
+
+    sd = _random_inception_weights(tmp_path / "inception.pth")
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "inception.safetensors"))
+    a = extract_features(_images(15, 2, size=32), inception_extractor(tmp_path / "inception.pth"), batch_size=2)
+    b_ext = inception_extractor(tmp_path / "inception.safetensors")
+    b = extract_features(_images(15, 2, size=32), b_ext, batch_size=2)
+    np.testing.assert_array_equal(a, b)
+    assert b_ext.weights_sha256 != inception_extractor(tmp_path / "inception.pth").weights_sha256
+
+
+def test_damaged_reference_statistics_are_named_and_recomputed(extractor, tmp_path, capfd):
+    from memorybench.core.io import digest_path
+
+    ref = _images(16, 20)
+    first = reference_stats(ref, extractor, cache_dir=tmp_path)
+    (path,) = (tmp_path / "fid_ref").glob("*.npz")
+    assert digest_path(path).is_file()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit
+    path.write_bytes(bytes(data))
+    capfd.readouterr()
+    again = reference_stats(ref, extractor, cache_dir=tmp_path)
+    err = capfd.readouterr().err
+    assert path.name in err and "discarded" in err and not again.meta["cached"]
+    np.testing.assert_array_equal(again.features, first.features)
+    # another valid .npz put in its place (loading alone cannot tell): caught by the hash
+    other = reference_stats(_images(17, 20), extractor, cache_dir=tmp_path / "other")
+    (other_path,) = (tmp_path / "other" / "fid_ref").glob("*.npz")
+    path.write_bytes(other_path.read_bytes())
+    swapped = reference_stats(ref, extractor, cache_dir=tmp_path)
+    assert path.name in capfd.readouterr().err and not swapped.meta["cached"]
+    np.testing.assert_array_equal(swapped.mu, first.mu)
+    assert not np.array_equal(other.mu, first.mu)
+    assert reference_stats(ref, extractor, cache_dir=tmp_path).meta["cached"]  # whole again, hash rewritten
+    path.write_bytes(b"")
+    assert not reference_stats(ref, extractor, cache_dir=tmp_path).meta["cached"]
+    assert path.name in capfd.readouterr().err
+    digest_path(path).unlink()  # a cache written before hashes were kept: adopted when it parses
+    assert reference_stats(ref, extractor, cache_dir=tmp_path).meta["cached"] and digest_path(path).is_file()

@@ -197,6 +197,8 @@ def _board_variants():
         ("edited result", lambda b: entry0(b)["result"]["cost"].update(seconds_per_image=9.0),
          r"result_sha256 is not the hash of its result"),
         ("columns a string", lambda b: b.update(columns="abc"), "columns must be a list"),
+        ("no columns", lambda b: b.__delitem__("columns"), "columns is missing"),
+        ("no updated_utc", lambda b: b.__delitem__("updated_utc"), "updated_utc is missing"),
         ("metrics a list", lambda b: entry0(b)["result"].update(metrics=[]), r"is not of type 'object'"),
         ("version a string", lambda b: b.update(leaderboard_version="1"), "leaderboard_version is '1'"),
         ("entry of another method", lambda b: entry0(b).update(method="other"), "not those of its result"),

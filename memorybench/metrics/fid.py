@@ -14,12 +14,18 @@ Extractors:
   as ``memorybench-tinyclip``); features = its 128-d image embedding before normalisation.
   The number is "FID in tiny-CLIP space", not comparable to Inception FID.
 * ``inception_extractor(weights_path)``: torch-fidelity's ``inception-v3-compat`` (2048-d
-  pool features) with weights from a local file; nothing is downloaded.
+  pool features) with weights from a local file; nothing is downloaded. The file is read
+  once, by us, as a plain state dict (``torch.load(weights_only=True)``, or a
+  ``.safetensors`` file); torch-fidelity's module is then built from that state dict handed
+  over in memory, so torch-fidelity never unpickles the user's file (its own loader would,
+  with ``weights_only=False``), and a file swapped after the check is never read.
 
 Reference statistics (mu, sigma and the features, for KID) are cached as ``.npz`` under
 ``cache_dir/fid_ref/<key>.npz``; the key hashes the extractor name, feature layer, weights
 sha256, the extractor's preprocessing, the image set's preprocessing/resolution, its size
-and its content sha256. Files are written atomically and read with ``allow_pickle=False``.
+and its content sha256. Files are written with their sha256 beside them
+(``memorybench.core.io.write_checked``) and read with ``allow_pickle=False`` after that hash
+is checked: a damaged file is named in a warning, removed and computed again.
 
 KID: torch-fidelity's unbiased polynomial-kernel MMD averaged over ``kid_subsets`` random
 subsets of ``kid_subset_size`` images of each set. Fewer images than the subset size is an
@@ -36,9 +42,10 @@ import hashlib
 import io
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -46,7 +53,7 @@ from torch.utils.data import Dataset
 
 from memorybench.errors import DataError, ModelError
 from memorybench.core.hashing import sha256_file
-from memorybench.core.io import atomic_write_bytes
+from memorybench.core.io import read_checked, write_checked
 from memorybench.metrics.base import MetricValue
 
 TINYCLIP_NAME = "memorybench-tinyclip"
@@ -152,10 +159,15 @@ class Extractor:
     label: str  # e.g. "FID in tiny-CLIP space"
     weights: str = ""  # where the weights came from (path or "in-memory")
     kwargs: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+    # builds the module itself instead of torch-fidelity's registry (e.g. from weights already loaded)
+    build: Callable[[list], torch.nn.Module] | None = field(default=None, compare=False, hash=False, repr=False)
 
     def create(self, cuda: bool = False):
         from torch_fidelity.utils import create_feature_extractor
 
+        if self.build is not None:
+            fe = self.build([self.feature_layer]).requires_grad_(False).eval()
+            return fe.cuda() if cuda else fe
         register_extractors()
         return create_feature_extractor(self.name, [self.feature_layer], cuda=cuda, verbose=False, **self.kwargs)
 
@@ -195,25 +207,60 @@ def tinyclip_extractor(path: str | os.PathLike | None = None, model: torch.nn.Mo
     return Extractor(TINYCLIP_NAME, "embedding", sha, pre, "FID in tiny-CLIP space", where, kwargs)
 
 
+def read_inception_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
+    """(state dict, sha256 of the file) of torch-fidelity Inception weights in a local file, read
+    once: a ``.safetensors`` file, or a torch file through ``torch.load(weights_only=True)``
+    (tensors only: pickled code is refused). Anything else is a one-line ``ModelError``."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ModelError(f"Inception weights at {p} cannot be read: {e.strerror or e}") from None
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load as load_safetensors
+
+            sd = load_safetensors(data)
+        else:
+            sd = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        if not isinstance(sd, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in sd.items()):
+            raise ValueError("not a state dict of tensors")
+        if "fc.weight" not in sd:
+            raise ValueError("not an Inception-v3 state dict (no fc.weight)")
+    except Exception as e:
+        raise ModelError(f"Inception weights at {p} are not a valid torch-fidelity Inception state dict: "
+                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    return sd, hashlib.sha256(data).hexdigest()
+
+
+def _inception_from_state_dict(state_dict: dict[str, torch.Tensor], features_list: list) -> torch.nn.Module:
+    """torch-fidelity's Inception-v3 module with these weights. Its constructor only takes a
+    file to ``torch.load`` (with ``weights_only=False``); it gets an in-memory copy of the
+    tensors we loaded safely, never the user's file."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    buf = io.BytesIO()
+    torch.save(state_dict, buf)  # tensors only, serialised here
+    buf.seek(0)
+    return FeatureExtractorInceptionV3(INCEPTION_NAME, list(features_list), feature_extractor_weights_path=buf)
+
+
 def inception_extractor(weights_path: str | os.PathLike | None) -> Extractor:
-    """torch-fidelity's Inception-v3 (``inception-v3-compat``, 2048-d pool) from a local weights file."""
+    """torch-fidelity's Inception-v3 (``inception-v3-compat``, 2048-d pool) from a local weights file.
+
+    The file is read once, here (see :func:`read_inception_state_dict`); the extractor keeps
+    the checked tensors, so replacing the file afterwards changes nothing."""
     if weights_path is None or not Path(weights_path).is_file():
         raise ModelError(
             f"Inception weights not found at {weights_path}: provide torch-fidelity's "
             "weights-inception-2015-12-05-6726825d.pth (a local file; nothing is downloaded) "
             "and pass its path as feature_extractor_weights_path")
     p = Path(weights_path)
-    try:  # refuse pickled code and malformed files before torch-fidelity loads it (weights_only=False there)
-        sd = torch.load(p, map_location="cpu", weights_only=True)
-        if not isinstance(sd, dict) or "fc.weight" not in sd:
-            raise ValueError("not an Inception-v3 state dict (no fc.weight)")
-    except Exception as e:
-        raise ModelError(f"Inception weights at {p} are not a valid torch-fidelity Inception state dict: {e}") from None
-    del sd
-    return Extractor(INCEPTION_NAME, "2048", sha256_file(p),
+    state_dict, sha = read_inception_state_dict(p)
+    return Extractor(INCEPTION_NAME, "2048", sha,
                      "uint8 RGB -> TF1-compatible bilinear resize to 299px -> (x-128)/128 (torch-fidelity)",
                      "FID (Inception-v3, torch-fidelity inception-v3-compat)", str(p),
-                     {"feature_extractor_weights_path": str(p)})
+                     build=lambda features_list: _inception_from_state_dict(state_dict, features_list))
 
 
 # ----------------------------------------------------------------------------- image sets
@@ -320,12 +367,12 @@ class ImageFolder(Dataset):
 
 
 def _without_local_paths(obj: Any) -> Any:
-    """A protocol for a result: the ``weights`` and ``source`` paths cut to their last part
+    """A protocol for a result: the ``weights``, ``source`` and ``file`` paths cut to their last part
     (files are identified by their sha256 beside them; results never carry local paths)."""
     if isinstance(obj, dict):
         out = {}
         for k, v in obj.items():
-            if k in ("weights", "source") and isinstance(v, str) and ("/" in v or "\\" in v):
+            if k in ("weights", "source", "file") and isinstance(v, str) and ("/" in v or "\\" in v):
                 v = Path(v.replace("\\", "/")).name
             out[k] = _without_local_paths(v)
         return out
@@ -384,10 +431,25 @@ def reference_key(images, extractor: Extractor) -> str:
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:40]
 
 
-def _atomic_savez(path: Path, **arrays) -> None:
+def _savez_checked(path: Path, **arrays) -> None:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    write_checked(path, buf.getvalue())  # atomic, with its sha256 beside it
+
+
+def _parse_stats(source, name: str) -> ReferenceStats:
+    try:
+        with np.load(source, allow_pickle=False) as z:
+            mu = np.asarray(z["mu"], np.float64)
+            sigma = np.asarray(z["sigma"], np.float64)
+            feats = np.asarray(z["features"], np.float32) if "features" in z.files else None
+            meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
+            n = int(z["n"]) if "n" in z.files else (feats.shape[0] if feats is not None else 0)
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"reference statistics file {name} is not a valid .npz with mu and sigma: {e}") from None
+    if mu.ndim != 1 or sigma.shape != (mu.size, mu.size):
+        raise DataError(f"reference statistics file {name}: mu {mu.shape} and sigma {sigma.shape} do not match")
+    return ReferenceStats(mu, sigma, feats, n, {**meta, "file": name})
 
 
 def load_reference_stats(path: str | os.PathLike) -> ReferenceStats:
@@ -395,40 +457,41 @@ def load_reference_stats(path: str | os.PathLike) -> ReferenceStats:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"reference statistics file {p} does not exist")
+    return _parse_stats(p, str(p))
+
+
+def _stats_whole(data: bytes) -> bool:
     try:
-        with np.load(p, allow_pickle=False) as z:
-            mu = np.asarray(z["mu"], np.float64)
-            sigma = np.asarray(z["sigma"], np.float64)
-            feats = np.asarray(z["features"], np.float32) if "features" in z.files else None
-            meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
-            n = int(z["n"]) if "n" in z.files else (feats.shape[0] if feats is not None else 0)
-    except (KeyError, ValueError, OSError) as e:
-        raise DataError(f"reference statistics file {p} is not a valid .npz with mu and sigma: {e}") from None
-    if mu.ndim != 1 or sigma.shape != (mu.size, mu.size):
-        raise DataError(f"reference statistics file {p}: mu {mu.shape} and sigma {sigma.shape} do not match")
-    return ReferenceStats(mu, sigma, feats, n, {**meta, "file": str(p)})
+        _parse_stats(io.BytesIO(data), "cached")
+        return True
+    except DataError:
+        return False
 
 
 def reference_stats(images, extractor: Extractor, cache_dir: str | os.PathLike | None = None,
                     batch_size: int = 64, cuda: bool = False) -> ReferenceStats:
-    """Reference mu/sigma/features of an image set, cached on disk when ``cache_dir`` is given."""
+    """Reference mu/sigma/features of an image set, cached on disk when ``cache_dir`` is given.
+
+    The cached file's sha256 lies beside it; a file that does not match it (or, without one,
+    does not parse) is named in a warning, removed and computed again."""
     ds = images if isinstance(images, Dataset) else ArrayImages(images)
     key = reference_key(ds, extractor)
     meta = {"key": key, **extractor.describe(), "image_set": ds.describe(), "image_set_sha256": ds.sha256()}
     path = Path(cache_dir) / "fid_ref" / f"{key}.npz" if cache_dir is not None else None
-    if path is not None and path.is_file():
+    data = read_checked(path, "FID reference statistics", whole=_stats_whole) if path is not None else None
+    if data is not None:
         try:
-            st = load_reference_stats(path)
+            st = _parse_stats(io.BytesIO(data), str(path))
             if st.features is not None and st.n == len(ds):
                 st.meta.update(meta, cached=True)
                 return st
         except DataError:
-            pass  # unreadable cache entry: recompute and overwrite
+            pass  # hash matches but unusable (e.g. written by hand): recompute and overwrite
     feats = extract_features(ds, extractor, batch_size, cuda)
     mu, sigma = statistics_from_features(feats)
     if path is not None:
-        _atomic_savez(path, mu=mu, sigma=sigma, features=feats, n=np.int64(len(ds)),
-                      meta=np.array(json.dumps(meta, sort_keys=True)))
+        _savez_checked(path, mu=mu, sigma=sigma, features=feats, n=np.int64(len(ds)),
+                       meta=np.array(json.dumps(meta, sort_keys=True)))
     return ReferenceStats(mu, sigma, feats, len(ds), {**meta, "cached": False})
 
 

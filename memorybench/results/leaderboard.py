@@ -274,10 +274,13 @@ def check_leaderboard(board: Any) -> None:
     if not isinstance(suite, dict) or not isinstance(suite.get("name"), str) \
             or not isinstance(suite.get("version"), int) or not isinstance(suite.get("sha256"), str):
         raise ValidationError("suite must be an object with name (string), version (integer) and sha256 (string)")
-    if not isinstance(board.get("columns", []), list) or not all(
-            isinstance(c, dict) and isinstance(c.get("name"), str) for c in board.get("columns", [])):
+    for name in ("columns", "updated_utc"):
+        if name not in board:
+            raise ValidationError(f"{name} is missing")
+    if not isinstance(board["columns"], list) or not all(
+            isinstance(c, dict) and isinstance(c.get("name"), str) for c in board["columns"]):
         raise ValidationError("columns must be a list of objects with a name")
-    if not isinstance(board.get("updated_utc", ""), str):
+    if not isinstance(board["updated_utc"], str):
         raise ValidationError("updated_utc is not a string")
     entries = board.get("entries")
     if not isinstance(entries, list):

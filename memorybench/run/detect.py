@@ -125,8 +125,8 @@ def run_detection(suite: Suite, detector_name: str, settings: dict[str, Any] | N
     wall0 = time.perf_counter()
     provenance.memorybench_commit()  # the source state now, before anything can change it
     detector = DETECTORS.get(detector_name).from_settings(settings or {})
-    if options.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {options.batch_size}")
+    if isinstance(options.batch_size, bool) or not isinstance(options.batch_size, int) or options.batch_size < 1:
+        raise ConfigError(f"--batch-size must be a positive integer, got {options.batch_size!r}")
     pos, neg, data_hashes, labels = _detection_data(suite, options.limit, options.data_paths)
     if pipe is None:
         pipe = load_model(suite, RunOptions(model_path=options.model_path, device=options.device, dtype=options.dtype))
