@@ -172,3 +172,40 @@ def test_attack_runs_through_nemo_on_stable_diffusion_shaped_models(kind):
         images = pipe.generate(["a photo"], [0], settings, method=R._FoundEmbedding(method, rec["embedding"]))
     assert images.shape == (1, 64, 64, 3)
     assert pipe.state_sha256() == before
+
+
+def test_a_killed_attack_resumes_at_the_first_unfinished_prompt(dummy_pipe, tmp_path, monkeypatch):
+    suite, data = _tiny(prompts=3, seeds=1, steps=2)
+    opts = R.options_of(suite)
+    cache = tmp_path / "cache"
+    calls = []
+    real = R.attack_prompt
+
+    def counting(pipe, method, prompt, *args, **kwargs):
+        calls.append(prompt)
+        if len(calls) == 3 and kill["armed"]:
+            raise KeyboardInterrupt  # the run is stopped while the third prompt is attacked
+        return real(pipe, method, prompt, *args, **kwargs)
+
+    kill = {"armed": True}
+    monkeypatch.setattr(R, "attack_prompt", counting)
+    with pytest.raises(KeyboardInterrupt):
+        R.attack_all(dummy_pipe, suite, data, _None(), opts, cache)
+    kill["armed"] = False
+    prompts = data.prompts["memorized"]
+    calls.clear()
+    _, images, records, from_cache = R.attack_all(dummy_pipe, suite, data, _None(), opts, cache)
+    assert calls == [prompts[2]] and not from_cache  # only the unfinished prompt is attacked again
+    # a clean run from scratch finds the same embeddings and images
+    calls.clear()
+    _, fresh_images, fresh_records, _ = R.attack_all(dummy_pipe, suite, data, _None(), opts, tmp_path / "other")
+    assert len(calls) == 3 and np.array_equal(images, fresh_images)
+    assert [r["delta_rel"] for r in records] == [r["delta_rel"] for r in fresh_records]
+    # a cached prompt whose bytes changed on disk is noticed and attacked again
+    victim = sorted((cache / R.CACHE_FOLDER).rglob("0001.npz"))[0]
+    victim.write_bytes(victim.read_bytes()[:-10])
+    calls.clear()
+    _, again, _, _ = R.attack_all(dummy_pipe, suite, data, _None(), opts, cache)
+    assert calls == [prompts[1]] and np.array_equal(again, fresh_images)
+    calls.clear()
+    assert R.attack_all(dummy_pipe, suite, data, _None(), opts, cache)[3] is True and calls == []

@@ -37,7 +37,8 @@ sscd_mem``), ``retrigger_copy_rate`` (share of memorized prompts whose value exc
 suite's calibrated copy threshold), ``retrigger_delta_rel`` (norm of the found
 perturbation / norm of the prompt embedding) and the cost ``retrigger_unet_calls``,
 ``retrigger_seconds`` per prompt. Found embeddings and images are cached under
-``CACHE/retrigger/`` by every input that changes them, so a re-run gives the same numbers.
+``CACHE/retrigger/`` by every input that changes them, one checked file per prompt, so a
+re-run gives the same numbers and a killed attack resumes at the first unfinished prompt.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ import torch
 
 from memorybench.api.method import MethodContext, apply_method
 from memorybench.core.config import config_from_dict, sha256_json
-from memorybench.core.io import atomic_write_bytes
+from memorybench.core.io import discard, read_checked, write_checked
 from memorybench.errors import ConfigError
 from memorybench.metrics.base import MetricValue
 from memorybench.metrics.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, mean_with_ci
@@ -250,20 +251,32 @@ def _cache_key(model_sha: str, method: "Method", opts: RetriggerOptions, suite: 
                         "sampler": asdict(suite.sampler), "prompts": prompts, "seeds": seeds, "dtype": dtype})
 
 
-def _load(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
+def _prompt_path(root: Path | None, key: str, index: int) -> Path | None:
+    # one checked file per prompt: a killed attack keeps every prompt it finished
+    return Path(root) / CACHE_FOLDER / key[:32] / f"{index:04d}.npz" if root is not None else None
+
+
+def _load(path: Path | None, prompt: str) -> tuple[np.ndarray, dict[str, Any]] | None:
+    data = read_checked(path, "re-trigger attack") if path is not None else None
+    if data is None:
         return None
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {"images": z["images"], "records": json.loads(str(z["records"]))}
-    except Exception:  # a damaged cache file is recomputed, never trusted
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            record = json.loads(str(z["record"]))
+            if record.get("prompt") != prompt:
+                return None
+            return z["images"], record
+    except Exception:  # a damaged file is made again, never trusted
+        discard(path)
         return None
 
 
-def _save(path: Path, images: np.ndarray, records: list[dict[str, Any]]) -> None:
+def _save(path: Path | None, images: np.ndarray, record: dict[str, Any]) -> None:
+    if path is None:
+        return
     buf = io.BytesIO()
-    np.savez(buf, images=images, records=np.array(json.dumps(records)))
-    atomic_write_bytes(path, buf.getvalue())
+    np.savez(buf, images=images, record=np.array(json.dumps(record)))
+    write_checked(path, buf.getvalue())
 
 
 def attack_all(pipe: "PipelineAdapter", suite: "Suite", data: "SuiteData", method: "Method",
@@ -283,38 +296,38 @@ def attack_all(pipe: "PipelineAdapter", suite: "Suite", data: "SuiteData", metho
     finetune = suite_finetune(pipe, suite, data, method, cache_root or Path(".memorybench-retrigger"), progress)
     model_sha = finetune.weights_key(method) if finetune else pipe.weights_sha256
     key = _cache_key(model_sha, method, opts, suite, prompts, seeds, pipe.dtype_name)
-    path = Path(cache_root) / CACHE_FOLDER / f"{key[:32]}.npz" if cache_root is not None else None
-    cached = _load(path) if path is not None else None
-    if cached is not None and len(cached["records"]) == len(prompts):
-        return prompts, cached["images"], cached["records"], True
+    paths = [_prompt_path(cache_root, key, i) for i in range(len(prompts))]
+    done = {i: got for i, p in enumerate(prompts) if (got := _load(paths[i], p)) is not None}
+    todo = [i for i in range(len(prompts)) if i not in done]
     targets = {}
-    if opts.objective == "denoise-target":
-        for p in prompts:
-            image = data.source_image(p)
+    if todo and opts.objective == "denoise-target":
+        for i in todo:
+            image = data.source_image(prompts[i])
             if image is None:
-                raise ConfigError(f"suite '{suite.name}': no training image for memorized prompt {p!r} "
+                raise ConfigError(f"suite '{suite.name}': no training image for memorized prompt {prompts[i]!r} "
                                   "(retrigger_objective 'denoise-target' needs one)")
-            targets[p] = target_latent_of(pipe, _resize(np.asarray(image), s.height, s.width))
+            targets[i] = target_latent_of(pipe, _resize(np.asarray(image), s.height, s.width))
     ctx = MethodContext(seed=0, settings=s, calibration_prompts=list(data.calibration_prompts))
-    images, records = [], []
-    with (finetune.applied(method, ctx) if finetune else contextlib.nullcontext(0.0)), \
-            apply_method(method, pipe, ctx):
-        bar = tqdm(prompts, desc=f"re-trigger [{method.name}]", unit="prompt", disable=not progress,
-                   file=sys.stderr)
-        for i, p in enumerate(bar):
-            with torch.enable_grad():
-                rec = attack_prompt(pipe, method, p, s, opts, targets.get(p), opts.seed * 100003 + i)
-            t0 = time.perf_counter()
-            imgs = pipe.generate([p] * len(seeds), seeds, s, method=_FoundEmbedding(method, rec.pop("embedding")))
-            rec["generation_seconds"] = time.perf_counter() - t0
-            rec["generation_unet_calls"] = s.steps  # one batched CFG call per sampler step
-            images.append(imgs)
-            records.append(rec)
-        bar.close()
-    out = np.stack(images)
-    if path is not None:
-        _save(path, out, records)
-    return prompts, out, records, False
+    if todo:
+        with (finetune.applied(method, ctx) if finetune else contextlib.nullcontext(0.0)), \
+                apply_method(method, pipe, ctx):
+            bar = tqdm(todo, desc=f"re-trigger [{method.name}]", unit="prompt", disable=not progress,
+                       file=sys.stderr)
+            for i in bar:
+                p = prompts[i]
+                with torch.enable_grad():
+                    rec = attack_prompt(pipe, method, p, s, opts, targets.get(i), opts.seed * 100003 + i)
+                t0 = time.perf_counter()
+                imgs = pipe.generate([p] * len(seeds), seeds, s, method=_FoundEmbedding(method, rec.pop("embedding")))
+                rec["generation_seconds"] = time.perf_counter() - t0
+                rec["generation_unet_calls"] = s.steps  # one batched CFG call per sampler step
+                rec["prompt"] = p
+                _save(paths[i], imgs, rec)
+                done[i] = (imgs, rec)
+            bar.close()
+    images = [done[i][0] for i in range(len(prompts))]
+    records = [done[i][1] for i in range(len(prompts))]
+    return prompts, np.stack(images), records, not todo
 
 
 def retrigger_metrics(pipe: "PipelineAdapter", suite: "Suite", data: "SuiteData", method: "Method",
