@@ -39,6 +39,7 @@ GOLDEN = {
     # no prompt of the random pipeline passes nemo's memorization threshold: none's images
     "nemo": "e1ccba045ae77d6befd38b37fb7d767ee0ac391e847408a99e380dcf19ecba6e",
     "dori-adv-finetune": "0e51c78f2e42cf0ef138c82a87f4906e3618fb430560602abf05658d82925e21",
+    "prss": "3571e689f9df7f5cad4207870868386a78b4519a9d7312d9f12e11b52b7d67ef",
 }
 
 
@@ -100,6 +101,7 @@ SUITE_SHA256 = {
     "sd-webster500-v1": "39eb49bcdbd4666a43e99d2f19f584eac9a4efbcffdc565527d850796006bd16",
     "smoke-v1": "9f4da3ad71436b91a7e540967a25031a2af611a253b52e618d6d77d4967199e9",
     "tinyworld-robust-v1": "17d198609edc86c739aabd20342d35fe4c1699f8f3765eca385b5d7169a170ad",
+    "tinyworld-local-v1": "173180102f85fca9bb74b8175709ca9c045f543ef2132954f8c55e1a0379de51",
     "tinyworld-v1": "6c48eb5342cc3d8fa949c507804b82dcb2e2549d5568442185ca07636040bcd9",
 }
 

@@ -18,6 +18,7 @@ BUILTIN_METHODS = {
     "dynamic-transition": "memorybench.methods.guidance_transition:DynamicTransition",
     "init-noise-adjust": "memorybench.methods.init_noise_adjust:InitNoiseAdjust",
     "sail": "memorybench.methods.sail:Sail",
+    "prss": "memorybench.methods.prss:PRSS",
 }
 BUILTIN_DETECTORS = {
     "wen-magnitude": "memorybench.detectors.wen_magnitude:WenMagnitude",
@@ -36,6 +37,7 @@ BUILTIN_METRICS = {
     "webster-extraction": "memorybench.metrics.plugins.webster_extraction:WebsterExtraction",
     "clip-score": "memorybench.metrics.plugins.clip_score:ClipScore",
     "coco-fid": "memorybench.metrics.plugins.coco_fid:CocoFID",
+    "bright-ending-copy": "memorybench.metrics.plugins.bright_ending_copy:BrightEndingCopy",
 }
 BUILTIN_DATA_SOURCES = {
     "inline": "memorybench.suites.data:inline_prompts",
