@@ -13,9 +13,10 @@ sampler, implementation) under the run's cache directory. So it is the same regi
 method on the same model, it adds nothing to the image cache or the runner, resumes and
 shards exactly like the rest of the run, and the second method on a model pays nothing.
 
-Columns (memorized prompts; per-prompt means over seeds, then the mean over prompts):
-``be_sscd_mem`` local SSCD (higher = more copying), ``be_l2_mem`` mask-weighted RMS pixel
-distance (lower = more copying), ``be_local_only_mem`` the fraction of generations whose local
+Columns (memorized prompts, one value per prompt, then the mean over prompts):
+``be_sscd_mem`` the max over seeds of the local SSCD (as ``sscd_mem`` takes the max of the
+whole-image SSCD; higher = more copying), ``be_l2_mem`` the mean over seeds of the
+mask-weighted RMS pixel distance (lower = more copying), ``be_local_only_mem`` the fraction of generations whose local
 SSCD reaches the copy threshold while their whole-image SSCD does not (the copies whole-image
 SSCD misses), and ``be_mask_area_mem`` the mean mask value (1 = the whole image is bright,
 i.e. global memorization).
@@ -103,7 +104,7 @@ class BrightEndingCopy(Metric):
             return MetricValue(value=v, n=n_p, ci_low=lo, ci_high=hi, higher_is_better=higher, implementation=impl,
                                protocol=protocol, per_prompt={p: float(x) for p, x in zip(mem_prompts, per_prompt)})
 
-        return {"be_sscd_mem": value(per["local_sscd"].mean(axis=1), False),
+        return {"be_sscd_mem": value(per["local_sscd"].max(axis=1), False),
                 "be_l2_mem": value(per["local_l2"].mean(axis=1), True),
                 "be_local_only_mem": value(local_only, False),
                 "be_mask_area_mem": value(masks.reshape(n_p, -1).mean(axis=1), False)}
