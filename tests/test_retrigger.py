@@ -174,8 +174,25 @@ def test_attack_runs_through_nemo_on_stable_diffusion_shaped_models(kind):
     assert pipe.state_sha256() == before
 
 
+class _StubData:
+    """The few fields of SuiteData the attack reads: memorized prompts with a source image each."""
+
+    def __init__(self, prompts):
+        rng = np.random.default_rng(0)
+        self.prompts = {"memorized": prompts}
+        self.seeds = {"memorized": [0]}
+        self.calibration_prompts = []
+        self._images = {p: (rng.random((16, 16, 3)) * 255).astype(np.uint8) for p in prompts}
+
+    def source_image(self, prompt):
+        return self._images.get(prompt)
+
+
 def test_a_killed_attack_resumes_at_the_first_unfinished_prompt(dummy_pipe, tmp_path, monkeypatch):
-    suite, data = _tiny(prompts=3, seeds=1, steps=2)
+    suite = load_suite("tinyworld-robust-v1")
+    suite = replace(suite, sampler=replace(suite.sampler, steps=2, height=16, width=16),
+                    options={**suite.options, "retrigger_steps": 2, "retrigger_batch": 1})
+    data = _StubData(["a red circle", "a blue square", "a green star"])
     opts = R.options_of(suite)
     cache = tmp_path / "cache"
     calls = []
