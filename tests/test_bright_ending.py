@@ -124,3 +124,25 @@ def test_metric_masks_come_back_identical_from_the_cache(pipe, tmp_path, monkeyp
 
     monkeypatch.setattr(plugin, "bright_ending_maps", refuse)
     assert np.array_equal(plugin.cached_maps(run, ["a painting of a house", "a photo of a cat"]), first[::-1])
+
+
+def test_metric_columns_on_copies_and_on_unrelated_images(pipe, tmp_path, monkeypatch):
+    from memorybench.api.metric import RunView
+    from memorybench.metrics.plugins import bright_ending_copy as plugin
+
+    monkeypatch.setattr(plugin, "MASK_SEEDS", 2)
+    source, unrelated = (torch.nn.functional.interpolate(torch.from_numpy(x).permute(2, 0, 1)[None].float(), size=(32, 32),
+                                                         mode="area")[0].permute(1, 2, 0).round().byte().numpy()
+                         for x in _photo_pair())
+    prompts = ["a photo of a cat", "a painting of a house"]
+    data = SimpleNamespace(training=SimpleNamespace(images=np.stack([source, unrelated]), index={prompts[0]: 0, prompts[1]: 1}))
+    images = {"memorized": {prompts[0]: np.stack([source, source]), prompts[1]: np.stack([source, source])}}
+    run = RunView(suite=SimpleNamespace(sampler=SETTINGS), data=data, images=images, pipe=pipe, cache_dir=tmp_path,
+                  progress=False)
+    out = plugin.BrightEndingCopy().compute(run)
+    copy, other = prompts
+    assert out["be_sscd_mem"].per_prompt[copy] == pytest.approx(1.0, abs=1e-5)  # the training image itself
+    assert out["be_l2_mem"].per_prompt[copy] == 0.0 and out["be_local_only_mem"].per_prompt[copy] == 0.0
+    assert out["be_sscd_mem"].per_prompt[other] < 0.5 and out["be_l2_mem"].per_prompt[other] > 0.1
+    assert out["be_sscd_mem"].n == 2 and out["be_sscd_mem"].protocol["threshold"] == plugin.DEFAULT_THRESHOLD
+    assert 0 < out["be_mask_area_mem"].value <= 1
