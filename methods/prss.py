@@ -118,17 +118,18 @@ def semantic_search(pipe, cond, uncond, latents, settings, candidates: list[torc
     pick = [0] * cond.shape[0]
     searching = first > target
     for k, cand in enumerate(candidates, start=1):
-        rows = torch.nonzero(searching).flatten()
-        if len(rows) == 0:
+        if not bool(searching.any()):
             break
+        # the whole batch each time (SDXL's added conditions follow the batch's prompts; one
+        # batch shape keeps the rows' numbers the same as in any other batch of that size)
         with torch.no_grad():
-            mags = text_noise_norms(pipe, latents[rows], cand[rows], uncond[rows], t, scheduler).double().cpu()
-        for j, row in enumerate(rows.tolist()):
-            if mags[j] <= target or mags[j] < best[row]:
-                best[row] = mags[j]
+            mags = text_noise_norms(pipe, latents, cand, uncond, t, scheduler).double().cpu()
+        for row in torch.nonzero(searching).flatten().tolist():
+            if mags[row] <= target or mags[row] < best[row]:
+                best[row] = mags[row]
                 chosen[row] = cand[row]
                 pick[row] = k
-            if mags[j] <= target:
+            if mags[row] <= target:
                 searching[row] = False
     return chosen, pick
 
