@@ -39,6 +39,7 @@ GOLDEN = {
     # no prompt of the random pipeline passes nemo's memorization threshold: none's images
     "nemo": "e1ccba045ae77d6befd38b37fb7d767ee0ac391e847408a99e380dcf19ecba6e",
     "dori-adv-finetune": "0e51c78f2e42cf0ef138c82a87f4906e3618fb430560602abf05658d82925e21",
+    "wen-train-filter": "44921a697ffc20d3e329c054053a67e97f13ccf31dffd46fc7ee097ce393273e",
     "prss": "3571e689f9df7f5cad4207870868386a78b4519a9d7312d9f12e11b52b7d67ef",
 }
 

@@ -13,6 +13,7 @@ BUILTIN_METHODS = {
     "grad-projection": "memorybench.methods.grad_projection:GradientProjection",
     "nemo": "memorybench.methods.nemo:Nemo",
     "dori-adv-finetune": "memorybench.methods.dori_adv_finetune:DoriAdvFinetune",
+    "wen-train-filter": "memorybench.methods.wen_train_filter:WenTrainFilter",
     "static-transition": "memorybench.methods.guidance_transition:StaticTransition",
     "opposite-guidance": "memorybench.methods.guidance_transition:OppositeGuidance",
     "dynamic-transition": "memorybench.methods.guidance_transition:DynamicTransition",

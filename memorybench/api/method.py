@@ -89,11 +89,26 @@ class MethodContext:
 
 
 class TrainingHook:
-    """What a training-time method does inside a suite's fine-tune loop (both no-ops here).
+    """What a training-time method does inside a suite's fine-tune loop (all no-ops here).
 
-    ``before_step(step)`` runs after the backward pass and before the optimizer step (edit
-    each trained parameter's ``.grad`` in place); ``after_step(step)`` runs after the
-    optimizer step (edit parameters in place, under ``torch.no_grad``)."""
+    ``sample_weights(...)`` runs after the step's forward pass and before its loss is
+    averaged over the batch (weigh or leave out single samples); ``before_step(step)`` runs
+    after the backward pass and before the optimizer step (edit each trained parameter's
+    ``.grad`` in place); ``after_step(step)`` runs after the optimizer step (edit parameters
+    in place, under ``torch.no_grad``)."""
+
+    def sample_weights(self, latents_noisy: torch.Tensor, timesteps: torch.Tensor, text_embeddings: torch.Tensor,
+                       unet: torch.nn.Module, prediction: torch.Tensor) -> torch.Tensor | None:
+        """Per-sample weights of this step's loss, or None (the default: the plain mean).
+
+        Gets the step's batch: the noised latents ``x_t`` (B, C, H, W), their timesteps (B,),
+        the text embeddings the UNet sees (B, L, D; rows of dropped captions are the empty
+        caption's), the UNet (in training mode; call it under ``torch.no_grad``) and its
+        prediction for the batch (detached). Returns a (B,) tensor of weights >= 0: the
+        step's loss becomes ``sum(w_i * mse_i) / sum(w_i)``, so a weight of 0 leaves the
+        sample out of this step; when every weight is 0 the step makes no update at all.
+        Returning None keeps the loss (and its bits) exactly as without the hook."""
+        return None
 
     def before_step(self, step: int) -> None:
         pass

@@ -39,7 +39,7 @@ import torch
 from memorybench.api.method import FinetuneJob
 from memorybench.core.config import sha256_json
 from memorybench.core.io import read_checked, write_checked
-from memorybench.errors import ConfigError
+from memorybench.errors import ConfigError, PluginError
 from memorybench.suites.finetune import TRAIN_CHOICES, FinetuneRecipe, FinetuneSet
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ class SuiteFinetune:
             diffusion_target,
             ema_update,
             encode_latents,
-            noise_prediction_loss,
+            noised,
             warmup_cosine,
         )
 
@@ -221,6 +221,7 @@ class SuiteFinetune:
         trained = list(params.values())
         ema = [p.detach().clone() for p in trained] if recipe.ema > 0 else None
         losses: list[float] = []
+        weighted_out: list[int] = []  # samples a hook's sample_weights left out, per step
         bar = tqdm(range(recipe.steps), desc=f"fine-tune [{method.name}]", unit="step", disable=not self.progress,
                    file=sys.stderr)
         pipe.unet.train()
@@ -230,7 +231,23 @@ class SuiteFinetune:
                 drop = (torch.rand(recipe.batch, generator=g) < recipe.caption_dropout).to(device)
                 idx = idx.to(device)
                 emb = torch.where(drop[:, None, None], null, text[idx])
-                loss = noise_prediction_loss(pipe.unet, latents[idx], emb, alphas, g, pipe.prediction_type)
+                x0 = latents[idx]
+                xt, t, noise, a = noised(x0, alphas, g)
+                pred = pipe.unet(xt, t, emb).sample
+                target = diffusion_target(x0, noise, a, pipe.prediction_type)
+                w = hook.sample_weights(xt, t, emb, pipe.unet, pred.detach()) if hook is not None else None
+                if w is None:  # the plain mean (bit for bit as without a hook)
+                    loss = torch.nn.functional.mse_loss(pred.float(), target.float())
+                else:
+                    w = _checked_weights(w, len(idx), method.name).to(device)
+                    per_sample = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
+                    weighted_out.append(int((w == 0).sum()))
+                    if float(w.sum()) == 0.0:  # every sample left out: no update this step
+                        losses.append(float(per_sample.detach().mean()))
+                        if ema is not None:
+                            ema_update(ema, trained, step, recipe.ema)
+                        continue
+                    loss = (per_sample * w).sum() / w.sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if hook is not None:
@@ -258,6 +275,9 @@ class SuiteFinetune:
                  "general": fixed_loss(general, 2, probe_seed) if len(general) else None}
         tenth = max(1, len(losses) // 10)
         n_trained = sum(p.numel() for p in params.values())
+        sample_weighting = {} if not weighted_out else {"sample_weights": {
+            "samples_left_out": int(sum(weighted_out)), "samples_seen": int(len(weighted_out) * recipe.batch),
+            "steps_without_update": int(sum(n == recipe.batch for n in weighted_out))}}
         return {
             "seconds": time.perf_counter() - t0,
             "recipe": recipe.to_dict(),
@@ -273,7 +293,19 @@ class SuiteFinetune:
             "probe": "epsilon MSE at fixed noise: protected images x 8 timesteps, 64 other images x 2",
             "hardware": {"device": str(device), "torch_threads": torch.get_num_threads()},
             "method_report": method_report,
+            **sample_weighting,
         }
+
+
+def _checked_weights(w: Any, batch: int, method: str) -> torch.Tensor:
+    """A hook's per-sample weights as a float tensor, or a one-line error naming the method."""
+    if not torch.is_tensor(w) or w.shape != (batch,):
+        raise PluginError(f"method '{method}': sample_weights must return None or a tensor of shape ({batch},), "
+                          f"got {getattr(w, 'shape', type(w).__name__)}")
+    w = w.detach().float()
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+        raise PluginError(f"method '{method}': sample_weights must be finite and >= 0")
+    return w
 
 
 def suite_finetune(pipe: "PipelineAdapter", suite: "Suite", data: "SuiteData", method: "Method",

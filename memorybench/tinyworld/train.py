@@ -194,16 +194,23 @@ def diffusion_target(x0, noise, alpha_bar, prediction_type: str):
     raise ValueError(f"unsupported prediction_type {prediction_type!r}")
 
 
-def noise_prediction_loss(unet, x0, text_emb, alphas_cumprod, generator, prediction_type: str = "epsilon"):
-    """Diffusion MSE of ``unet`` (epsilon or v target) on clean latents ``x0`` noised at
-    uniform random timesteps (noise, then timesteps, drawn from the CPU ``generator``)."""
+def noised(x0, alphas_cumprod, generator):
+    """(x_t, t, noise, alpha_bar_t): clean latents ``x0`` noised at uniform random timesteps
+    (noise, then timesteps, drawn from the CPU ``generator``)."""
     import torch
-    import torch.nn.functional as F
 
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)
     t = torch.randint(0, len(alphas_cumprod), (x0.shape[0],), generator=generator).to(x0.device)
     a = alphas_cumprod[t].view(-1, 1, 1, 1).to(x0.dtype)
-    xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise, t, noise, a
+
+
+def noise_prediction_loss(unet, x0, text_emb, alphas_cumprod, generator, prediction_type: str = "epsilon"):
+    """Diffusion MSE of ``unet`` (epsilon or v target) on clean latents ``x0`` noised at
+    uniform random timesteps (see :func:`noised`)."""
+    import torch.nn.functional as F
+
+    xt, t, noise, a = noised(x0, alphas_cumprod, generator)
     pred = unet(xt, t, text_emb).sample
     return F.mse_loss(pred.float(), diffusion_target(x0, noise, a, prediction_type).float())
 
