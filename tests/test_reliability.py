@@ -255,17 +255,88 @@ def test_kill_9_during_generation_then_rerun(clean, tmp_path):
     assert all(digests.count(d) <= 2 for d in set(digests))
 
 
+# A run in a subprocess whose generation is slowed, and which starts generating only when its
+# partner is ready too: the two are sure to overlap. Each batch made is logged to a file.
+_PARALLEL_RUN = """
+import sys, time
+from pathlib import Path
+from memorybench.model.pipeline import PipelineAdapter
+
+log, me, partner = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+real = PipelineAdapter.generate
+
+def generate(self, prompts, seeds, settings, **kw):
+    if not me.exists():
+        me.touch()
+        deadline = time.monotonic() + 300
+        while not partner.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    time.sleep(1.0)
+    with open(log, "a") as f:
+        f.write(f"{len(prompts)}\\n")
+    return real(self, prompts, seeds, settings, **kw)
+
+PipelineAdapter.generate = generate
+from memorybench.cli import main
+sys.exit(main(sys.argv[4:]))
+"""
+
+
 @pytest.mark.slow
-def test_two_runs_in_parallel_on_one_cache_agree(clean, tmp_path):
+def test_two_runs_in_parallel_on_one_cache_make_each_image_once(clean, tmp_path):
     cache, images = _copy(clean, tmp_path)
     _remove(images[:9])
-    procs = [_subprocess_run(cache, tmp_path / f"r{i}.json", batch_size=3) for i in range(2)]
+    lines_before = len(_manifest_digests(cache))
+    log, ready = tmp_path / "generated.log", [tmp_path / "ready0", tmp_path / "ready1"]
+    procs = [subprocess.Popen([sys.executable, "-c", _PARALLEL_RUN, str(log), str(ready[i]), str(ready[1 - i]),
+                               *_argv(cache, tmp_path / f"r{i}.json", batch_size=3)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     for proc in procs:
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-2000:]
-    for i in range(2):
-        assert json.loads((tmp_path / f"r{i}.json").read_text())["summary"] == clean["summary"]
+    results = [json.loads((tmp_path / f"r{i}.json").read_text()) for i in range(2)]
+    for result in results:
+        assert result["summary"] == clean["summary"]
+    assert all(p.exists() for p in ready)  # both reached generation, so they overlapped
+    made = [int(n) for n in log.read_text().split()]
+    assert sum(made) == 9  # each missing image made once, by one of the two runs
+    assert sum(r["cost"]["images_generated"] for r in results) == 9
+    assert len(_manifest_digests(cache)) == lines_before + 9
     assert _all_intact(cache) and len(list((cache / "images").rglob("*.png"))) == SMOKE_IMAGES
+
+
+_HOLD_CLAIM = """
+import sys, time
+from memorybench.run.cache import GenerationCache, GenerationKey
+keys = [GenerationKey("w", "none", "c", p, 0, "ddim", 2, 7.5, 64, 64, "float32") for p in ("a", "b")]
+with GenerationCache(sys.argv[1]).claim(keys, wait=False) as mine:
+    print("held" if mine else "refused", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_claimed_batch_is_put_aside_and_freed_when_its_holder_dies(tmp_path, capfd):
+    from memorybench.run.cache import GenerationCache, GenerationKey
+
+    cache = GenerationCache(tmp_path)
+    keys = [GenerationKey("w", "none", "c", p, 0, "ddim", 2, 7.5, 64, 64, "float32") for p in ("a", "b")]
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_CLAIM, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with cache.claim(keys, wait=False) as mine:
+            assert not mine  # another process makes this batch
+        with cache.claim(keys[:1], wait=False) as mine:
+            assert mine  # another batch is free
+        holder.send_signal(signal.SIGKILL)
+        with cache.claim(keys, wait=True) as mine:  # the dead holder's claim is released
+            assert mine
+            with cache.claim(keys, wait=False) as again:
+                assert not again  # held while the block runs
+    finally:
+        holder.kill()
+        holder.wait()
+    with cache.claim(keys, wait=False) as mine:
+        assert mine
 
 
 # -- destinations, checked before any model loads -------------------------------------------
@@ -318,6 +389,15 @@ def test_batch_size_must_be_positive(tmp_path, capsys, no_model, value):
     assert main(["run", "--suite", "smoke-v1", "--method", "none", "--output", str(tmp_path / "r.json"),
                  "--batch-size", value]) == 2
     assert f"--batch-size must be a positive integer, got {value}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_detect_batch_size_must_be_positive(tmp_path, capsys, no_model, value):
+    assert main(["detect", "--suite", "smoke-v1", "--detector", "wen-magnitude", "--output",
+                 str(tmp_path / "d.json"), "--batch-size", value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: --batch-size must be a positive integer, got {value}"
+    assert not (tmp_path / "d.json").exists()
 
 
 @pytest.mark.parametrize("method, key", [("gni", "noise_scale"), ("scheduled-guidance", "early_guidance"),
@@ -415,10 +495,13 @@ def test_fid_protocol_records_no_local_paths(tmp_path):
     for i in range(8):
         Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     gen = rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
-    out = fid_kid(gen, ImageFolder(folder, resolution=64), extractor, kid=False)
-    text = json.dumps(out["fid_gen"].protocol)
-    assert str(tmp_path) not in text and "private" not in text
-    assert out["fid_gen"].protocol["reference"]["image_set"]["source"] == "coco"
+    cache = tmp_path / "private" / "cache"
+    for cached in (False, True):  # computed, then read from the cache (which knows its file)
+        out = fid_kid(gen, ImageFolder(folder, resolution=64), extractor, kid=False, cache_dir=cache)
+        assert out["fid_gen"].protocol["reference"]["cached"] is cached
+        text = json.dumps(out["fid_gen"].protocol)
+        assert str(tmp_path) not in text and "private" not in text
+        assert out["fid_gen"].protocol["reference"]["image_set"]["source"] == "coco"
 
 
 def _fake_training_run(folder):

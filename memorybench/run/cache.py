@@ -13,10 +13,18 @@ is reported on stderr (naming the file), removed and generated again. The same c
 the other cached files (SSCD embeddings, fine-tuned weights) through
 ``memorybench.core.io.write_checked`` and ``read_checked``. An image from an older cache
 without a hash beside it is used when it decodes whole (and its hash recorded then).
+
+Runs sharing a cache claim the batches they make: before a missing batch is generated, its
+claim (an advisory lock on ``claims/<batch>.lock``) is taken without waiting. A batch claimed
+by another process is put aside and the run goes on with the others; at the end it waits for
+each put-aside claim, looks in the cache again and makes only what is still missing (the
+other process may have died: the operating system releases its claims). Two runs started
+together on one cache therefore generate each image once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -28,7 +36,7 @@ import numpy as np
 from PIL import Image
 
 from memorybench.core.config import sha256_json
-from memorybench.core.io import file_lock, loads_strict, read_checked, write_checked
+from memorybench.core.io import file_lock, loads_strict, read_checked, warn, write_checked
 from memorybench.errors import DataError
 
 
@@ -100,6 +108,39 @@ class GenerationCache:
             f.write(line)
             f.flush()
         return path
+
+    def claim_path(self, keys: list[GenerationKey]) -> Path:
+        """The claim file of a batch: named by the hash of its images' addresses, in order."""
+        digest = sha256_json([k.digest() for k in keys])
+        return self.root / "claims" / digest[:2] / f"{digest}.lock"
+
+    @contextlib.contextmanager
+    def claim(self, keys: list[GenerationKey], wait: bool) -> Iterator[bool]:
+        """Hold the claim on a batch while making it; yields whether this process holds it.
+
+        ``wait=False`` never waits: it yields False when another process holds the claim.
+        ``wait=True`` waits as long as the holder lives (it is making these images; a process
+        that dies releases its claims), saying once on stderr that it waits. Claims are
+        advisory locks released when the block ends; the empty claim files stay (removing a
+        lock file that others may be waiting on would let two processes hold it).
+        """
+        from filelock import FileLock, Timeout
+
+        path = self.claim_path(keys)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path), timeout=0, poll_interval=0.05)
+        try:
+            lock.acquire()
+        except Timeout:
+            if not wait:
+                yield False
+                return
+            warn(f"another run is making a batch of these images (claim file '{path}'): waiting for it")
+            lock.acquire(timeout=-1)
+        try:
+            yield True
+        finally:
+            lock.release()
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Manifest lines; a torn or malformed line (a run killed mid-write) is skipped."""

@@ -126,6 +126,11 @@ def generate_all(pipe: PipelineAdapter, suite: Suite, data: SuiteData, method: M
     missing_ids = {id(j) for j in missing}
     bs = options.batch_size
     missing = [j for i, j in enumerate(jobs) if (i // bs) % shard.count == shard.index and id(j) in missing_ids]
+    # each batch of the job list is claimed while it is made (see GenerationCache.claim): a batch
+    # another run is making is put aside, then waited for, and only what is still missing is made
+    own_batches = [jobs[b:b + bs] for b in range(0, len(jobs), bs)
+                   if (b // bs) % shard.count == shard.index and any(id(j) in missing_ids for j in jobs[b:b + bs])]
+    made_here = 0
     prep_file = cache.root / "prepare" / f"{model_sha[:16]}-{method.name}-{method.config_sha256()[:16]}.json"
     prep_seconds = None
     # cost against none, the same batch for every method; a smoke run's timing means nothing, so it has none
@@ -139,14 +144,28 @@ def generate_all(pipe: PipelineAdapter, suite: Suite, data: SuiteData, method: M
             atomic_write_text(prep_file, json.dumps({"seconds": prep_seconds, "report": ctx.report}))
             bar = tqdm(total=len(missing), desc=f"generate [{method.name}]", unit="img",
                        disable=not options.progress, file=sys.stderr)
-            for start in range(0, len(missing), options.batch_size):
-                batch = missing[start:start + options.batch_size]
-                t0 = time.perf_counter()
-                images = pipe.generate([j[1] for j in batch], [j[2] for j in batch], s, method=method)
-                per_image = (time.perf_counter() - t0) / len(batch)
-                for (set_name, _, _, key), image in zip(batch, images):
-                    cache.store(key, image, per_image, prompt_set=set_name)
-                bar.update(len(batch))
+
+            def make(fixed: list, wait: bool) -> bool:
+                """Make the missing images of one batch under its claim; False: claimed elsewhere."""
+                nonlocal made_here
+                with cache.claim([j[3] for j in fixed], wait) as mine:
+                    if not mine:
+                        return False
+                    todo = [j for j in fixed if id(j) in missing_ids]
+                    batch = [j for j in todo if not cache.has(j[3])]  # another run may have made some
+                    if batch:
+                        t0 = time.perf_counter()
+                        images = pipe.generate([j[1] for j in batch], [j[2] for j in batch], s, method=method)
+                        per_image = (time.perf_counter() - t0) / len(batch)
+                        for (set_name, _, _, key), image in zip(batch, images):
+                            cache.store(key, image, per_image, prompt_set=set_name)
+                        made_here += len(batch)
+                    bar.update(len(todo))
+                return True
+
+            put_aside = [fixed for fixed in own_batches if not make(fixed, wait=False)]
+            for fixed in put_aside:
+                make(fixed, wait=True)
             bar.close()
             method_timing = cost.time_batch(pipe, probe, s, method) if probe else None
         if method_timing is not None:  # the method is removed now: the same batch with none
@@ -174,9 +193,9 @@ def generate_all(pipe: PipelineAdapter, suite: Suite, data: SuiteData, method: M
     per_image = [x for x in per_image if x is not None]
     return {
         "jobs": jobs,
-        "images_generated": n_missing,
-        "images_generated_here": len(missing),
-        "images_from_cache": len(jobs) - n_missing,
+        "images_generated": n_missing - (len(missing) - made_here),  # less what other runs made meanwhile
+        "images_generated_here": made_here,
+        "images_from_cache": len(jobs) - n_missing + (len(missing) - made_here),
         "seconds_per_image": float(np.mean(per_image)) if per_image else 0.0,
         "preparation_seconds": float(prep_seconds or 0.0),
         "vs_none": versus_none,
