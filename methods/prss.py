@@ -24,7 +24,7 @@ strength that rises linearly from ordinary guidance (``s = 1`` at ``pr_target``)
 re-anchoring (``s = g`` at ``pr_full``, the authors' ``mag_thres_pr``); at or below
 ``pr_target`` it is ordinary guidance on ``e``. (This is the authors' ``scaler`` formula
 written out; the two are equal.) PR costs one more UNet call (the original prompt's
-conditional branch) per step of a batch that holds a triggered image.
+conditional branch) at each step where a triggered image of the batch is above ``pr_target``.
 
 Adaptation: the authors' alternatives are 25 captions per memorized prompt written by a
 large language model and shipped with their data. No language model is available offline
