@@ -178,3 +178,33 @@ def test_threshold_must_be_positive():
         WenTrainFilter.from_settings({"threshold": 0})
     assert WenTrainFilter().config.threshold == 2.0  # the paper's value
     assert "Wen" in WenTrainFilter.reference and "ICLR 2024" in WenTrainFilter.reference
+
+
+@pytest.mark.slow  # two short fine-tunes of the tiny world (about a minute each on 2 cores)
+def test_on_the_tiny_world_the_duplicated_captions_are_left_out_far_more_often(tmp_path):
+    """finetune-dup-v1's data, a 40-step recipe, threshold 16 (about the 95th percentile of
+    the general samples' magnitude on the shipped world): the protected (duplicated) samples
+    are left out several times as often as the others, and they are learned less than in
+    the plain fine-tune, measured in the same test."""
+    from memorybench.suites.data import load_suite_data
+    from memorybench.suites.spec import load_suite
+    from memorybench.tinyworld import world_path
+
+    data = load_suite_data(load_suite("finetune-dup-v1"))
+    world = PipelineAdapter.from_folder(world_path() / "pipeline", model_id="tinyworld-v1")
+    recipe = FinetuneRecipe(steps=40, batch=16, lr=1e-3, warmup=5)
+    ft = SuiteFinetune(world, recipe, data.finetune_set, tmp_path, progress=False)
+    records = {}
+    for method in (METHODS.get("none")(), WenTrainFilter(WenTrainFilter.Config(threshold=16.0))):
+        ctx = MethodContext()
+        with ft.applied(method, ctx):
+            pass
+        records[method.name] = ctx.report
+    stats = records["wen-train-filter"]["wen_train_filter"]
+    drop = {name: r["finetune"]["probe_loss_before"]["protected"] - r["finetune"]["probe_loss_after"]["protected"]
+            for name, r in records.items()}
+    print({k: v for k, v in stats.items() if k != "magnitude"}, "protected probe-loss drop:", drop)
+    assert stats["protected_seen"] > 100 and stats["others_seen"] > 100
+    assert stats["left_out_share_protected"] > 3 * stats["left_out_share_others"], stats
+    assert stats["left_out_share_others"] < 0.2, stats
+    assert drop["wen-train-filter"] < drop["none"], drop

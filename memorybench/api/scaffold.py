@@ -70,7 +70,10 @@ class {cls}(Method):
     #   combine_guidance(pipe, step, t, prediction, guidance)
     #                                              the step's noise prediction from both CFG halves
     #   on_step(pipe, step, t, latents)            latents after each scheduler step
-    #   training_hook(pipe, ctx, job)              kind "training": inside a suite fine-tune
+    #   training_hook(pipe, ctx, job)              kind "training": inside a suite fine-tune; its
+    #                                              TrainingHook may weigh each sample's loss
+    #                                              (sample_weights), edit gradients (before_step)
+    #                                              and parameters (after_step)
 '''
 
 TEST = '''from memorybench import METHODS
