@@ -226,3 +226,29 @@ def test_a_killed_attack_resumes_at_the_first_unfinished_prompt(dummy_pipe, tmp_
     assert calls == [prompts[1]] and np.array_equal(again, fresh_images)
     calls.clear()
     assert R.attack_all(dummy_pipe, suite, data, _None(), opts, cache)[3] is True and calls == []
+
+
+class _EveryHook(Method):
+    """A toy method that acts through the initial noise and the guidance combination only."""
+
+    name = "test-every-hook"
+    kind = "inference"
+
+    def adjust_initial_latents(self, pipe, latents, cond, uncond, settings):
+        return latents * 0.5
+
+    def combine_guidance(self, pipe, step, t, prediction, guidance):
+        return prediction.uncond + 0.5 * (prediction.cond - prediction.uncond)
+
+
+def test_generation_from_the_found_embedding_applies_every_hook_of_the_method(dummy_pipe):
+    from memorybench.model.sampling import SamplerSettings
+
+    settings = SamplerSettings(steps=2, guidance=5.0, height=16, width=16)
+    method, prompt = _EveryHook(), "a red circle"
+    own = dummy_pipe.generate([prompt], [0], settings, method=method)
+    plain = dummy_pipe.generate([prompt], [0], settings)
+    found = R._FoundEmbedding(method, dummy_pipe.encode_prompts([prompt]))
+    attacked = dummy_pipe.generate([prompt], [0], settings, method=found)
+    assert not np.array_equal(own, plain)  # the hooks change the image ...
+    assert np.array_equal(attacked, own)  # ... and the attacked generation keeps them

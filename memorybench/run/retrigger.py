@@ -68,7 +68,9 @@ if TYPE_CHECKING:
     from memorybench.suites.data import SuiteData
     from memorybench.suites.spec import Suite
 
-STAGE_VERSION = 1  # bump when the attack changes what it finds for the same inputs
+# bump when the attack changes what it finds or generates for the same inputs; 2: the generation
+# from the found embedding applies every hook of the method (initial noise, guidance combination)
+STAGE_VERSION = 2
 PREFIX = "retrigger_"
 CACHE_FOLDER = "retrigger"
 OBJECTIVES = ("denoise-target", "noise-magnitude")
@@ -112,7 +114,9 @@ def options_of(suite: "Suite") -> RetriggerOptions | None:
 
 class _FoundEmbedding:
     """Sampling hooks that hand the pipeline the attacker's embedding, then let the method
-    act as it would (its own prompt_embeds, guidance schedule and per-step edits)."""
+    act as it would: its own prompt_embeds on the found embedding, and every other hook
+    (guidance schedule, guidance combination, initial-noise adjustment, per-step edits)
+    exactly as in the method's own generation."""
 
     def __init__(self, method: "Method", embedding: torch.Tensor):
         self.method, self.embedding = method, embedding
@@ -121,11 +125,11 @@ class _FoundEmbedding:
         found = self.embedding.to(cond.device, cond.dtype).expand(cond.shape[0], -1, -1).contiguous()
         return self.method.prompt_embeds(pipe, found, uncond, latents, settings, prompts)
 
-    def guidance_scale(self, step, num_steps, default):
-        return self.method.guidance_scale(step, num_steps, default)
-
-    def on_step(self, pipe, step, t, latents):
-        return self.method.on_step(pipe, step, t, latents)
+    def __getattr__(self, name: str):
+        # every hook but the embedding is the method's own, including hooks added later
+        if name == "method":  # not set yet (e.g. while copying): no recursion
+            raise AttributeError(name)
+        return getattr(self.method, name)
 
 
 def _project(delta: torch.Tensor, radius: float) -> None:
