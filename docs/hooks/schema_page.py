@@ -25,7 +25,8 @@ from typing import Any
 SCHEMA = "leaderboards/schema/result-v1.json"
 CHANGELOG = "CHANGELOG.md"
 MARKER = re.compile(r"^<!-- generated: (?P<what>[a-z-]+)(?: (?P<arg>\S+))? -->$", re.MULTILINE)
-LEADERBOARD_COLUMNS = ("sscd_mem", "copy_rate_mem", "retrieval_mem", "clip_gen", "fid_gen")
+LEADERBOARD_COLUMNS = ("sscd_mem", "retrigger_sscd_mem", "copy_rate_mem", "retrigger_copy_rate", "retrieval_mem",
+                       "clip_gen", "fid_gen")  # those no entry of a board has are left out
 
 _root = Path(".")
 
@@ -123,7 +124,8 @@ def leaderboard_table(board: dict[str, Any], rel: str) -> str:
     suite = board.get("suite", {})
     entries = sorted(board.get("entries", []), key=lambda e: (e["method"] != "none", e["method"]))
     base = next((e["result"]["summary"] for e in entries if e["method"] == "none"), None)
-    head = ["method", *(f"`{c}`" for c in LEADERBOARD_COLUMNS), "`sscd_mem` change", "`clip_gen` change",
+    columns = [c for c in LEADERBOARD_COLUMNS if any(c in e["result"]["summary"] for e in entries)]
+    head = ["method", *(f"`{c}`" for c in columns), "`sscd_mem` change", "`clip_gen` change",
             "time vs none"]
     lines = [
         f"`{rel}`: suite `{suite.get('name')}` version {suite.get('version')}, "
@@ -136,7 +138,7 @@ def leaderboard_table(board: dict[str, Any], rel: str) -> str:
         result = entry["result"]
         summary = result["summary"]
         cells = [f"`{entry['method']}`"]
-        for col in LEADERBOARD_COLUMNS:
+        for col in columns:
             value = summary.get(col)
             cells.append("" if value is None else (f"{value:.1f}" if col == "fid_gen" else f"{value:.3f}"))
         for col in ("sscd_mem", "clip_gen"):
