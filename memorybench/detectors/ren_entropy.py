@@ -28,7 +28,7 @@ from typing import Literal
 import torch
 
 from memorybench.api.detector import DetectionScores, TrajectoryConfig, TrajectoryDetector
-from memorybench.model.hooks import installed_processors
+from memorybench.model.hooks import attention_probabilities, installed_processors
 from memorybench.model.trajectory import per_prompt
 from memorybench.errors import ConfigError
 from memorybench.api.detector import register_detector
@@ -52,30 +52,9 @@ class AttentionProbe:
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *args, **kwargs):
         state = self.pipe.state
         if 0 <= state.step_index < self.steps and encoder_hidden_states is not None:
-            self.sink.append(self._probs(attn, hidden_states, encoder_hidden_states, attention_mask)[state.cond_slice])
+            probs = attention_probabilities(attn, hidden_states, encoder_hidden_states, attention_mask)
+            self.sink.append(probs.mean(dim=1)[state.cond_slice])  # averaged over query positions
         return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
-
-    @staticmethod
-    @torch.no_grad()
-    def _probs(attn, hidden_states, context, attention_mask) -> torch.Tensor:
-        """(batch, text positions): attention averaged over heads and query positions."""
-        x = hidden_states
-        if x.ndim == 4:  # (B, C, H, W) inputs of spatial processors
-            x = x.flatten(2).transpose(1, 2)
-        if getattr(attn, "group_norm", None) is not None:
-            x = attn.group_norm(x.transpose(1, 2)).transpose(1, 2)
-        if getattr(attn, "norm_cross", None):
-            context = attn.norm_encoder_hidden_states(context)
-        batch, queries = x.shape[0], x.shape[1]
-        q = attn.head_to_batch_dim(attn.to_q(x)).float()
-        k = attn.head_to_batch_dim(attn.to_k(context)).float()
-        mask = attn.prepare_attention_mask(attention_mask, context.shape[1], batch) if attention_mask is not None else None
-        logits = torch.baddbmm(torch.zeros(q.shape[0], queries, k.shape[1], dtype=q.dtype, device=q.device),
-                               q, k.transpose(1, 2), beta=0, alpha=attn.scale)
-        if mask is not None:
-            logits = logits + mask.float()
-        probs = logits.softmax(dim=-1)  # (B * heads, queries, tokens)
-        return probs.reshape(batch, attn.heads, queries, -1).mean(dim=(1, 2))
 
 
 def entropy(p: torch.Tensor, dim: int = -1) -> torch.Tensor:

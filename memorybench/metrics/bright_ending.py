@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import torch
 
-from memorybench.model.hooks import installed_processors
+from memorybench.model.hooks import attention_probabilities, installed_processors
 
 if TYPE_CHECKING:
     from memorybench.metrics.sscd import SSCDEmbedder
@@ -69,26 +69,6 @@ class EndTokenProbe:
             idx = self.end_index.to(cond.device).view(-1, 1, 1).expand(-1, cond.shape[1], 1)
             self.sink.append(cond.gather(2, idx)[..., 0].cpu())
         return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
-
-
-@torch.no_grad()
-def attention_probabilities(attn, hidden_states, context, attention_mask) -> torch.Tensor:
-    """(batch, queries, tokens): softmax(QK^T * scale), averaged over heads, in float32."""
-    x = hidden_states
-    if x.ndim == 4:
-        x = x.flatten(2).transpose(1, 2)
-    if getattr(attn, "group_norm", None) is not None:
-        x = attn.group_norm(x.transpose(1, 2)).transpose(1, 2)
-    if getattr(attn, "norm_cross", None):
-        context = attn.norm_encoder_hidden_states(context)
-    batch, queries = x.shape[0], x.shape[1]
-    q = attn.head_to_batch_dim(attn.to_q(x)).float()
-    k = attn.head_to_batch_dim(attn.to_k(context)).float()
-    logits = torch.bmm(q, k.transpose(1, 2)) * attn.scale
-    if attention_mask is not None:
-        logits = logits + attn.prepare_attention_mask(attention_mask, context.shape[1], batch).float()
-    probs = logits.softmax(dim=-1)
-    return probs.reshape(batch, attn.heads, queries, -1).mean(dim=1)
 
 
 def bright_ending_maps(pipe: "PipelineAdapter", prompts: Sequence[str], seeds: Sequence[int],
@@ -161,4 +141,4 @@ def local_copy_scores(generations: np.ndarray, sources: np.ndarray, masks: np.nd
 
 
 __all__ = ["bright_ending_maps", "prompt_masks", "local_copy_scores", "local_sscd", "local_l2", "crop_box",
-           "end_token_index", "EndTokenProbe", "attention_probabilities", "IMPLEMENTATION"]
+           "end_token_index", "EndTokenProbe", "IMPLEMENTATION"]
