@@ -239,7 +239,7 @@ def test_thumbnail_grid_shows_the_memorized_generations(runs):
     assert len({cell.tobytes() for cell in cells}) == 9
 
 
-@pytest.mark.parametrize("board_name", ["tinyworld-v1", "finetune-dup-v1", "tinyworld-robust-v1"])
+@pytest.mark.parametrize("board_name", ["tinyworld-v1", "finetune-dup-v1", "tinyworld-robust-v1", "finetune-dup-robust-v1"])
 def test_shipped_leaderboards_match_the_current_suites_and_defaults(board_name):
     """The shipped boards must be what `scripts/main.sh` reproduces: current suite, default configs."""
     from pathlib import Path
