@@ -92,8 +92,7 @@ def plot(rows: list[dict], title: str, path: Path) -> None:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120)  # main() made the folder
     plt.close(fig)
 
 
