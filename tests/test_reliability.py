@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -375,14 +376,22 @@ def test_bad_destinations_fail_before_the_model_loads(tmp_path, capsys, no_model
     assert len(err.splitlines()) == 1 and reason in err and option in err
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_an_unwritable_output_folder_fails_before_the_model_loads(tmp_path, capsys, no_model):
+def test_an_unwritable_output_folder_fails_before_the_model_loads(tmp_path, capsys, no_model, monkeypatch):
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
+    real_mkstemp = tempfile.mkstemp
+
+    def refusing_mkstemp(*args, dir=None, **kwargs):  # root ignores the mode bits: refuse as the kernel would
+        if dir is not None and Path(dir) == locked:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refusing_mkstemp)
     try:
         assert main(["run", "--suite", "smoke-v1", "--method", "none", "--output", str(locked / "r.json")]) == 2
-        assert "cannot be written" in capsys.readouterr().err
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "cannot be written" in err and "Permission denied" in err
     finally:
         locked.chmod(0o700)
 

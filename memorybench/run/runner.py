@@ -98,6 +98,17 @@ class _Shard:
         if self.state:
             self.state.wait_for_everyone()
 
+    def total(self, count: int) -> int:
+        """The sum of ``count`` over the process group (this process's own count outside one)."""
+        if not self.state:
+            return count
+        import torch
+        import torch.distributed as dist
+
+        summed = torch.tensor([count], dtype=torch.int64, device=self.state.device)
+        dist.all_reduce(summed)
+        return int(summed.item())
+
 
 def generate_all(pipe: PipelineAdapter, suite: Suite, data: SuiteData, method: Method,
                  cache: GenerationCache, options: RunOptions, ctx: MethodContext,
@@ -119,7 +130,6 @@ def generate_all(pipe: PipelineAdapter, suite: Suite, data: SuiteData, method: M
         raise ConfigError(f"--metrics-only: {len(missing)} of {len(jobs)} images of method '{method.name}' are not "
                           f"in the cache at {cache.root} yet; run the remaining shards (or drop --metrics-only)")
     shard = shard or _Shard()
-    n_missing = len(missing)
     # shard i owns every n-th batch of the suite's fixed job list: shards started at any time (or
     # rerun) split the work the same way and fill only what is missing of their own, and on an
     # empty cache each batch is the one a single process would generate, so the images are too
@@ -188,14 +198,17 @@ def generate_all(pipe: PipelineAdapter, suite: Suite, data: SuiteData, method: M
     if versus_none is not None:
         versus_none.setdefault("measured_in", "this run")
     shard.wait()  # every shard's images are in the cache from here on
+    # what this run made, over all its processes; counting what was missing at the start would
+    # also count images that a faster process of the group, or another run, made meanwhile
+    made_by_run = shard.total(made_here)
     seconds = cache.seconds_by_digest()
     per_image = [seconds.get(j[3].digest()) for j in jobs]
     per_image = [x for x in per_image if x is not None]
     return {
         "jobs": jobs,
-        "images_generated": n_missing - (len(missing) - made_here),  # less what other runs made meanwhile
+        "images_generated": made_by_run,
         "images_generated_here": made_here,
-        "images_from_cache": len(jobs) - n_missing + (len(missing) - made_here),
+        "images_from_cache": len(jobs) - made_by_run,
         "seconds_per_image": float(np.mean(per_image)) if per_image else 0.0,
         "preparation_seconds": float(prep_seconds or 0.0),
         "vs_none": versus_none,
