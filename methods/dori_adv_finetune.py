@@ -22,6 +22,21 @@ In memorybench's fine-tune loop (a training-time method on suites such as finetu
 * then the diffusion loss of the surrogate latents under the triggers and under the
   captions, times ``weight``, is added to the step's gradient before the optimizer step.
 
+The surrogate (``surrogate``): ``base`` (the default) is the model's own generation before
+the fine-tune, right when the protected images are new to it (finetune-dup suites). When
+the fine-tune continues a model that has already memorized them (tinyworld-defence-v1),
+that generation IS the memorized image, so the defence would teach the triggers to copy;
+``mitigated`` generates the surrogate with the memorization path broken instead: the
+guidance scale is ``surrogate_early_guidance`` (0: the unconditional prediction) while the
+sampler's timestep is at or above ``surrogate_transition_t`` (500), the suite's guidance
+after it, as in the static transition of Jain et al. (CVPR 2025). ``drop_protected`` leaves
+the protected images out of the fine-tune's own loss (weight 0 for a sample whose caption
+embedding is a protected caption's), so the defence does not keep training on what it
+removes. The settings added after the first shipped results (``surrogate``,
+``surrogate_transition_t``, ``surrogate_early_guidance``, ``drop_protected``) are left out
+of the recorded config and its hash while they hold their defaults, so results made before
+them keep their identity.
+
 The paper's own constants were not available to us (its code is not in the index we read
 from); the defaults here are ours, chosen to cost about a fifth of the fine-tune on
 finetune-dup-v1. Figures are on the methods page.
@@ -35,6 +50,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from memorybench.api.method import Method, MethodContext, TrainingHook, register_method
+from memorybench.core.config import sha256_json
 from memorybench.model.sampling import SamplerSettings
 
 if TYPE_CHECKING:
@@ -52,12 +68,43 @@ class DoriAdvFinetuneConfig:
     capture_draws: int = 100  # timesteps of the forward pass the protected latents are read from
     surrogate_seed: int = 0
     seed: int = 0
+    # added later: left out of the recorded config (and its hash) while at these defaults
+    surrogate: str = "base"  # base: the model's generation before fine-tuning | mitigated: early guidance off
+    surrogate_transition_t: int = 500  # mitigated: timesteps t >= this sample with surrogate_early_guidance
+    surrogate_early_guidance: float = 0.0  # mitigated: 0 = the unconditional prediction
+    surrogate_candidates: int = 1  # seeds sampled per caption; the one farthest (latent L2) from its protected image is kept
+    drop_protected: bool = False  # leave the protected samples out of the fine-tune's own loss
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.search_steps < 0 or self.draws < 1 or self.capture_draws < 1:
             raise ValueError("every, draws and capture_draws must be >= 1, search_steps >= 0")
         if self.search_lr <= 0 or self.budget < 0 or self.weight < 0:
             raise ValueError("search_lr must be > 0, budget and weight >= 0")
+        if self.surrogate not in SURROGATES:
+            raise ValueError(f"surrogate must be one of {', '.join(SURROGATES)}, got {self.surrogate!r}")
+        if self.surrogate_candidates < 1:
+            raise ValueError(f"surrogate_candidates must be >= 1, got {self.surrogate_candidates}")
+        if not 0 <= self.surrogate_transition_t <= 1000:
+            raise ValueError(f"surrogate_transition_t must be a timestep in [0, 1000], got {self.surrogate_transition_t}")
+
+
+SURROGATES = ("base", "mitigated")
+# settings added after the first shipped results, with the value that keeps the old behaviour
+_LATER_DEFAULTS = {"surrogate": "base", "surrogate_transition_t": 500, "surrogate_early_guidance": 0.0,
+                   "surrogate_candidates": 1, "drop_protected": False}
+
+
+class _EarlyGuidanceOff(Method):
+    """Sampling hooks for the ``mitigated`` surrogate: guidance ``early`` while t >= ``transition_t``."""
+
+    name = "dori-surrogate-sampler"
+
+    def __init__(self, transition_t: int, early: float):
+        super().__init__()
+        self.transition_t, self.early = transition_t, early
+
+    def combine_guidance(self, pipe, step, t, prediction, guidance):
+        return prediction.guided(self.early if int(t) >= self.transition_t else guidance)
 
 
 def read_protected_latents(pipe, job: "FinetuneJob", captions_emb: torch.Tensor, draws: int) -> torch.Tensor:
@@ -94,6 +141,24 @@ def read_protected_latents(pipe, job: "FinetuneJob", captions_emb: torch.Tensor,
     return torch.stack([found[i][1] for i in range(len(flat))])
 
 
+def surrogate_latents(pipe, captions: list[str], seeds: list[int], settings: SamplerSettings,
+                      cfg: DoriAdvFinetuneConfig, protected: torch.Tensor | None = None) -> torch.Tensor:
+    """Each protected caption's surrogate latent, sampled with the model as it is now.
+
+    With ``surrogate_candidates`` k > 1, caption i is sampled with seeds ``seeds[i] + j *
+    len(captions)`` (j < k) and the candidate farthest from ``protected[i]`` (L2 in latent
+    space) is kept."""
+    hooks = None if cfg.surrogate == "base" else _EarlyGuidanceOff(cfg.surrogate_transition_t,
+                                                                    cfg.surrogate_early_guidance)
+    k, n = cfg.surrogate_candidates, len(captions)
+    if k == 1 or protected is None:
+        return pipe.sample_latents(captions, seeds, settings, method=hooks).float()
+    cands = torch.stack([pipe.sample_latents(captions, [s + j * n for s in seeds], settings, method=hooks).float()
+                         for j in range(k)])  # (k, n, C, H, W)
+    dist = (cands - protected.to(cands.device).unsqueeze(0)).flatten(2).norm(dim=2)  # (k, n)
+    return cands[dist.argmax(dim=0), torch.arange(n)]
+
+
 class _AdversarialRounds(TrainingHook):
     def __init__(self, pipe, cfg: DoriAdvFinetuneConfig, captions: torch.Tensor, uncond: torch.Tensor,
                  protected: torch.Tensor, surrogate: torch.Tensor, report: dict):
@@ -110,6 +175,15 @@ class _AdversarialRounds(TrainingHook):
         self.delta = torch.zeros_like(captions)
         self.g = torch.Generator().manual_seed(cfg.seed)
         self.rounds, self.search_losses, self.adv_losses = 0, [], []
+        self.flat = captions.flatten(1)
+        self.match_tol = 1e-4 * float(self.flat.norm(dim=1).min())
+
+    def sample_weights(self, latents_noisy, timesteps, text_embeddings, unet, prediction):
+        """With ``drop_protected``: 0 for samples captioned with a protected caption, else 1."""
+        if not self.cfg.drop_protected:
+            return None
+        d = torch.cdist(text_embeddings.flatten(1).float(), self.flat.to(text_embeddings.device)).min(dim=1).values
+        return (d > self.match_tol).float()
 
     def _loss(self, latents: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         d = self.cfg.draws
@@ -169,6 +243,13 @@ class DoriAdvFinetune(Method):
                  "The paper's constants were not available: every=10, 5 search steps, budget 0.25 are ours")
     Config = DoriAdvFinetuneConfig
 
+    def config_dict(self) -> dict:
+        d = super().config_dict()
+        return {k: v for k, v in d.items() if not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}
+
+    def config_sha256(self) -> str:
+        return sha256_json(self.config_dict())
+
     def training_hook(self, pipe, ctx: MethodContext, job: "FinetuneJob") -> TrainingHook:
         cfg = self.config
         captions = job.protected_captions
@@ -180,8 +261,8 @@ class DoriAdvFinetune(Method):
             seeds = [cfg.surrogate_seed + i for i in range(len(captions))]
             was_training = pipe.unet.training
             pipe.unet.eval()
-            surrogate = pipe.sample_latents(captions, seeds, settings).float()  # the model before fine-tuning
+            surrogate = surrogate_latents(pipe, captions, seeds, settings, cfg, protected)  # the model before fine-tuning
             pipe.unet.train(was_training)
-        report: dict = {"protected": len(captions), "config": "see method.config"}
+        report: dict = {"protected": len(captions), "config": "see method.config", "surrogate": cfg.surrogate}
         ctx.report["dori"] = report
         return _AdversarialRounds(pipe, cfg, text, uncond, protected, surrogate, report)

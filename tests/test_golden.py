@@ -101,6 +101,7 @@ SUITE_SHA256 = {
     "finetune-dup-v1": "a56103eebcc639cbe1d29ec67053db1da8aa32da24179aa54c804a49d84f222f",
     "sd-webster500-v1": "39eb49bcdbd4666a43e99d2f19f584eac9a4efbcffdc565527d850796006bd16",
     "smoke-v1": "9f4da3ad71436b91a7e540967a25031a2af611a253b52e618d6d77d4967199e9",
+    "tinyworld-defence-v1": "c9bd7ae778c8061551d7eb8b7ea7e14030b9acfddb3df31b878f91e5fdf28b82",
     "tinyworld-robust-v1": "17d198609edc86c739aabd20342d35fe4c1699f8f3765eca385b5d7169a170ad",
     "tinyworld-local-v1": "173180102f85fca9bb74b8175709ca9c045f543ef2132954f8c55e1a0379de51",
     "tinyworld-v1": "6c48eb5342cc3d8fa949c507804b82dcb2e2549d5568442185ca07636040bcd9",

@@ -1,12 +1,17 @@
 """The ``finetune-dup`` data source: suites that fine-tune the model before generating.
 
-Two fine-tuning sets, chosen by the suite option ``finetune_source``:
+Three fine-tuning sets, chosen by the suite option ``finetune_source``:
 
 * ``tinyworld`` (suite finetune-dup-v1): the tiny world's ``build_finetune_data`` set, 8
   photo crops the shipped world never saw, each duplicated ``protected_dup`` times among
   1,000 fresh general pairs. Memorized prompts = the 8 protected captions (source = the
   protected image), general prompts = the world's held-out general captions. Retrieval
   searches the world's training images plus the fine-tuning images.
+* ``world`` (suite tinyworld-defence-v1): the shipped world's own training set, continued:
+  every training image and caption with the duplicate count the world was trained with;
+  protected = the world's memorized images (all of them, calibration prompts included).
+  Prompts, seeds, calibration split and ground truth are tinyworld-v1's (the ``tinyworld``
+  data source), so numbers compare with tinyworld-v1 and tinyworld-robust-v1.
 * ``folder`` (suite finetune-dup-sd-v1, the Imagenette experiment of Chavhan et al.): the user's
   image folder (``--data images=DIR``), ``protected_count`` images drawn with
   ``protected_seed`` and duplicated ``protected_dup`` times; captions from
@@ -34,7 +39,7 @@ from memorybench.suites.finetune import FinetuneSet
 from memorybench.suites.spec import Suite
 from memorybench.suites.data import SuiteData, TrainingImages, register_data_source
 
-SOURCES = ("tinyworld", "folder")
+SOURCES = ("tinyworld", "world", "folder")
 FOLDER_LAYOUT = ("images (*.png|*.jpg|*.jpeg|*.webp) with captions: metadata.jsonl lines "
                  '{"file_name": ..., "text": ...} or a .txt caption beside each image')
 
@@ -47,6 +52,10 @@ def finetune_dup_data(suite: Suite, paths: dict[str, str]) -> SuiteData:
         if paths:
             raise ConfigError(f"suite '{suite.name}' reads no local data: remove --data {', '.join(sorted(paths))}")
         return tinyworld_finetune_data(suite)
+    if source == "world":
+        if paths:
+            raise ConfigError(f"suite '{suite.name}' reads no local data: remove --data {', '.join(sorted(paths))}")
+        return world_finetune_data(suite)
     if source == "folder":
         return folder_finetune_data(suite, paths)
     raise ConfigError(f"suite '{suite.name}': finetune_source must be one of {', '.join(SOURCES)}, got {source!r}")
@@ -81,6 +90,35 @@ def tinyworld_finetune_data(suite: Suite) -> SuiteData:
         heldout_images=dict(zip(world.heldout_prompts, world.heldout_images)),
         hashes={"tinyworld_data": world.sha256(), "finetune_data": ft.sha256()},
     )
+
+
+# -- the shipped world's own training set ----------------------------------------------
+WORLD_SET_TAG = "tinyworld-own-training-set-v1"
+
+
+def world_finetune_set(world) -> FinetuneSet:
+    """The world's training set as it was trained (images, captions, duplicate counts),
+    its memorized images protected."""
+    protected = np.asarray(world.memorized_indices, dtype=np.int64)
+    sha = hashlib.sha256(json.dumps({"set": WORLD_SET_TAG, "world_data": world.sha256(),
+                                     "protected": protected.tolist()}).encode()).hexdigest()
+    dup = np.asarray(world.train_dup_counts, dtype=np.int64)
+    return FinetuneSet(images=world.train_images, captions=list(world.train_captions), dup_counts=dup,
+                       protected=protected, sha256=sha,
+                       description={"source": "the shipped tiny world's own training set", "seed": world.seed,
+                                    "images": len(world.train_captions), "samples": int(dup.sum()),
+                                    "protected": int(len(protected)),
+                                    "protected_dup": sorted({int(d) for d in dup[protected]})})
+
+
+def world_finetune_data(suite: Suite) -> SuiteData:
+    from dataclasses import replace
+
+    from memorybench.suites.sources.tinyworld import tinyworld_data
+
+    data = tinyworld_data(suite)  # tinyworld-v1's prompts, seeds, calibration split and ground truth
+    ft_set = world_finetune_set(data.world)
+    return replace(data, finetune_set=ft_set, hashes={**data.hashes, "finetune_data": ft_set.sha256})
 
 
 # -- a local image folder (Stable Diffusion) --------------------------------------------
@@ -231,4 +269,4 @@ def folder_finetune_data(suite: Suite, paths: dict[str, str]) -> SuiteData:
     )
 
 
-__all__ = ["finetune_dup_data", "tinyworld_finetune_data", "folder_finetune_data", "read_caption_folder"]
+__all__ = ["finetune_dup_data", "tinyworld_finetune_data", "world_finetune_data", "world_finetune_set", "folder_finetune_data", "read_caption_folder"]
