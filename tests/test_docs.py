@@ -101,7 +101,7 @@ def test_results_page_renders_every_schema_property(site):
 
 def test_results_page_renders_the_shipped_leaderboards(site):
     html = page(site, "results")
-    for board in ("tinyworld-v1", "finetune-dup-v1"):
+    for board in ("tinyworld-v1", "finetune-dup-v1", "tinyworld-defence-v1"):
         entries = json.loads((ROOT / "leaderboards" / f"{board}.json").read_text())["entries"]
         for entry in entries:
             value = entry["result"]["summary"]["sscd_mem"]
