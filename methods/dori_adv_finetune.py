@@ -155,7 +155,11 @@ def surrogate_latents(pipe, captions: list[str], seeds: list[int], settings: Sam
         return pipe.sample_latents(captions, seeds, settings, method=hooks).float()
     cands = torch.stack([pipe.sample_latents(captions, [s + j * n for s in seeds], settings, method=hooks).float()
                          for j in range(k)])  # (k, n, C, H, W)
-    dist = (cands - protected.to(cands.device).unsqueeze(0)).flatten(2).norm(dim=2)  # (k, n)
+    ref = protected.to(cands.device).float()
+    flat = cands.flatten(0, 1)
+    if flat.shape[-2:] != ref.shape[-2:]:  # sampled at another size than the fine-tune's images: compare at theirs
+        flat = torch.nn.functional.interpolate(flat, size=ref.shape[-2:], mode="area")
+    dist = (flat.view(k, n, *ref.shape[1:]) - ref.unsqueeze(0)).flatten(2).norm(dim=2)  # (k, n)
     return cands[dist.argmax(dim=0), torch.arange(n)]
 
 
