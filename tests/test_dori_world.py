@@ -85,3 +85,21 @@ def test_mitigated_surrogate_is_farther_from_the_memorized_image_than_the_base_o
     assert sscd["mitigated"].mean() < sscd["base"].mean() - 0.4, sscd
     assert bool((dist["mitigated"] > dist["base"]).all()), dist
     assert bool((dist["mitigated2"] >= dist["mitigated"]).all()), dist  # the farther of two candidates
+
+
+@pytest.mark.slow  # builds the tiny world's 3,000 training images (tens of seconds on 2 busy cores)
+def test_defence_suite_protects_the_worlds_memorized_images_and_scores_tinyworld_v1s_prompts():
+    from memorybench.suites.data import load_suite_data
+    from memorybench.suites.spec import load_suite
+
+    data = load_suite_data(load_suite("tinyworld-defence-v1"))
+    ref = load_suite_data(load_suite("tinyworld-v1"))
+    world, ft = data.world, data.finetune_set
+    assert ft.protected_captions == list(world.memorized_prompts)  # all 24, calibration prompts included
+    assert np.array_equal(ft.dup_counts[ft.protected], world.memorized_dup_counts)
+    assert sorted(set(ft.dup_counts[ft.protected].tolist())) == [100, 300] and int(ft.dup_counts.sum()) == world.n_samples
+    assert np.array_equal(ft.protected_images, world.train_images[world.memorized_indices])
+    # tinyworld-v1's evaluation prompts, seeds, calibration split and ground truth
+    assert data.prompts == ref.prompts and data.seeds == ref.seeds
+    assert data.calibration_prompts == ref.calibration_prompts and data.training.index == ref.training.index
+    assert data.hashes["finetune_data"] == ft.sha256 != load_suite_data(load_suite("finetune-dup-v1")).finetune_set.sha256
