@@ -242,8 +242,9 @@ def test_thumbnail_grid_shows_the_memorized_generations(runs):
 # Board entries that run a method at settings other than its defaults, each documented on the
 # suite's page: on tinyworld-defence-v1 dori-adv-finetune's default surrogate is the memorized image.
 BOARD_SETTINGS = {
-    "tinyworld-defence-v1": {"dori-adv-finetune": [{}, {"surrogate": "mitigated", "surrogate_candidates": 4,
-                                                         "drop_protected": True}]},
+    "tinyworld-defence-v1": {"dori-adv-finetune": [
+        {}, {"surrogate": "mitigated", "surrogate_candidates": 4, "drop_protected": True},
+        {"surrogate": "mitigated", "surrogate_candidates": 4, "drop_protected": True, "every": 5, "search_steps": 10}]},
 }
 
 
