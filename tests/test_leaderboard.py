@@ -244,7 +244,8 @@ def test_thumbnail_grid_shows_the_memorized_generations(runs):
 BOARD_SETTINGS = {
     "tinyworld-defence-v1": {"dori-adv-finetune": [
         {}, {"surrogate": "mitigated", "surrogate_candidates": 4, "drop_protected": True},
-        {"surrogate": "mitigated", "surrogate_candidates": 4, "drop_protected": True, "every": 5, "search_steps": 10}]},
+        {"surrogate": "mitigated", "surrogate_candidates": 4, "drop_protected": True, "every": 5, "search_steps": 10},
+        {"surrogate": "mitigated", "surrogate_candidates": 4, "drop_protected": True, "every": 2, "search_steps": 10}]},
 }
 
 
