@@ -44,13 +44,12 @@ finetune-dup-v1. Figures are on the methods page.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 import torch
 
 from memorybench.api.method import Method, MethodContext, TrainingHook, register_method
-from memorybench.core.config import sha256_json
 from memorybench.model.sampling import SamplerSettings
 
 if TYPE_CHECKING:
@@ -89,9 +88,10 @@ class DoriAdvFinetuneConfig:
 
 
 SURROGATES = ("base", "mitigated")
-# settings added after the first shipped results, with the value that keeps the old behaviour
-_LATER_DEFAULTS = {"surrogate": "base", "surrogate_transition_t": 500, "surrogate_early_guidance": 0.0,
-                   "surrogate_candidates": 1, "drop_protected": False}
+# settings added after the first shipped results; their defaults keep the old behaviour
+_LATER_DEFAULTS = {f.name: f.default for f in fields(DoriAdvFinetuneConfig)
+                   if f.name in ("surrogate", "surrogate_transition_t", "surrogate_early_guidance",
+                                 "surrogate_candidates", "drop_protected")}
 
 
 class _EarlyGuidanceOff(Method):
@@ -247,12 +247,9 @@ class DoriAdvFinetune(Method):
                  "The paper's constants were not available: every=10, 5 search steps, budget 0.25 are ours")
     Config = DoriAdvFinetuneConfig
 
-    def config_dict(self) -> dict:
+    def config_dict(self) -> dict:  # what is recorded is also what is hashed
         d = super().config_dict()
         return {k: v for k, v in d.items() if not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}
-
-    def config_sha256(self) -> str:
-        return sha256_json(self.config_dict())
 
     def training_hook(self, pipe, ctx: MethodContext, job: "FinetuneJob") -> TrainingHook:
         cfg = self.config

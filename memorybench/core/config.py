@@ -166,4 +166,4 @@ class ConfiguredPlugin:
         return config_to_dict(self.config)
 
     def config_sha256(self) -> str:
-        return config_sha256(self.config)
+        return sha256_json(self.config_dict())  # the recorded config is the hashed one

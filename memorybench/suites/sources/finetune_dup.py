@@ -48,14 +48,10 @@ FOLDER_LAYOUT = ("images (*.png|*.jpg|*.jpeg|*.webp) with captions: metadata.jso
 def finetune_dup_data(suite: Suite, paths: dict[str, str]) -> SuiteData:
     """A fine-tuning set with duplicated (protected) images: built from the tiny world, or read from a folder."""
     source = suite.options.get("finetune_source", "tinyworld")
-    if source == "tinyworld":
+    if source in ("tinyworld", "world"):
         if paths:
             raise ConfigError(f"suite '{suite.name}' reads no local data: remove --data {', '.join(sorted(paths))}")
-        return tinyworld_finetune_data(suite)
-    if source == "world":
-        if paths:
-            raise ConfigError(f"suite '{suite.name}' reads no local data: remove --data {', '.join(sorted(paths))}")
-        return world_finetune_data(suite)
+        return tinyworld_finetune_data(suite) if source == "tinyworld" else world_finetune_data(suite)
     if source == "folder":
         return folder_finetune_data(suite, paths)
     raise ConfigError(f"suite '{suite.name}': finetune_source must be one of {', '.join(SOURCES)}, got {source!r}")
