@@ -185,9 +185,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     from memorybench.results.leaderboard import publish
 
-    report = publish(args.results, args.leaderboard, suite_name=args.suite)
+    report = publish(args.results, args.leaderboard, suite_name=args.suite, model_weights=args.model_weights)
     for line in report.lines():
         print(line)
+    for note in report.notes:
+        print(note, file=sys.stderr)
     print(f"leaderboard written to {report.leaderboard}")
     return 0
 
@@ -445,6 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", nargs="+", metavar="RESULT.json")
     p.add_argument("--leaderboard", required=True, metavar="FILE.json", help="e.g. leaderboards/tinyworld-v1.json")
     p.add_argument("--suite", help="suite of a new leaderboard (default: the file's, else its name)")
+    p.add_argument("--model-weights", metavar="SHA256_OR_FOLDER",
+                   help="the model weights every result must have: a sha256 as results record it, or the "
+                        "local model folder to hash (without it, a new board on a model given by path takes "
+                        "those of its first result)")
     p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("compare", help="compare two results or leaderboard entries: how each was made, and each "

@@ -35,3 +35,8 @@ class DataError(MemorybenchError, FileNotFoundError):
 
 class ValidationError(MemorybenchError):
     """A method that breaks the reversibility contract, or a result that breaks the schema."""
+
+
+class NonFiniteOutputError(MemorybenchError, ArithmeticError):
+    """Generation gave NaN or Infinity: a setting overflowed, or the weights are broken.
+    Such images would decode to flat black and score as "no copy", so they are refused."""

@@ -51,8 +51,10 @@ class InitNoiseAdjustConfig:
     def __post_init__(self) -> None:
         if self.mode not in ("batch-wise", "per-sample"):
             raise ValueError(f"mode must be 'batch-wise' or 'per-sample', got {self.mode!r}")
-        if self.rho <= 0 or self.lr <= 0:
-            raise ValueError("rho and lr must be > 0")
+        if self.rho <= 0 or self.lr <= 0 or self.gamma <= 0:
+            raise ValueError("rho, lr and gamma must be > 0")
+        if self.target_loss < 0:  # a norm: a negative target is never reached
+            raise ValueError(f"target_loss must be >= 0, got {self.target_loss}")
         if self.adj_iters < 0 or self.optim_iters < 0 or self.apply_cfg_step < -1:
             raise ValueError("adj_iters and optim_iters must be >= 0, apply_cfg_step >= -1")
 

@@ -78,6 +78,8 @@ class NemoConfig:
             raise ValueError("theta_start >= theta_min > 0 and theta_step > 0 required")
         if self.samples < 2 or self.early_step < 0 or self.max_rounds < 1:
             raise ValueError("samples >= 2, early_step >= 0 and max_rounds >= 1 required")
+        if not -1.0 <= self.ssim_threshold <= 1.0:  # an SSIM lies in [-1, 1]
+            raise ValueError(f"ssim_threshold must be in [-1, 1], got {self.ssim_threshold}")
         self.reference_prompts = tuple(self.reference_prompts)
 
 

@@ -1,9 +1,13 @@
 """Golden images and suite hashes: what a refactoring must not move.
 
-The sha256 below were recorded before the package was reorganised; any change to sampling,
-a method or the fine-tune loop that moves a single pixel fails here. When a change is meant
-to move images, re-record with ``python tests/test_golden_images.py`` and say why in the
-changelog.
+Every built-in method's images on a fixed dummy pipeline are kept in
+``tests/golden/method_images.npz``; any change to sampling, a method or the fine-tune loop
+that moves them fails here. Another CPU (or thread count) rounds some float operations
+differently in the last bit, which flips a handful of pixels by one level: the images pass
+when they are bit-identical to a recorded run (``GOLDEN`` lists the sha256 seen on the CPUs
+these were recorded on) or when at most ``MAX_FLIPPED`` of their values differ, by at most
+``MAX_LEVELS``. A real change moves most pixels. When a change is meant to move images,
+re-record with ``python tests/test_golden.py`` and say why in the changelog.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,27 +25,41 @@ from memorybench import METHODS
 PROMPTS = ["a photo of a red cat", "a painting of a house", "a blue car on a street"]
 SEEDS = [0, 1, 2]
 CALIBRATION = ["a photo of a dog", "an old city street"]
+REFERENCE = Path(__file__).parent / "golden" / "method_images.npz"
+MAX_LEVELS = 2  # of 255: last-bit rounding moves a pixel by one level
+MAX_FLIPPED = 0.005  # share of values that may differ (seen across threads and CPUs: 0.0002)
 
+# sha256 of the images, bit for bit, on the CPUs they were recorded on (first: the CI runner's
+# and the one before the package was reorganised; second, where it differs: an AMD EPYC with
+# AVX-512, which also recorded the reference images)
 GOLDEN = {
-    "attn-rescale": "dd2beea6642b6d75d89d9ceaa2ce5c884178eee10abace7d3d13b1e5d74ef8d1",
-    "gni": "54e823e18099deac220707a437f935d3ce585c158bd2ad17d621ec6387d7bd4c",
-    "grad-projection": "a350362e0cc3f641d5b77c1897563ac83d47199692d404d7ced396af1b4f6fa5",
-    "none": "e1ccba045ae77d6befd38b37fb7d767ee0ac391e847408a99e380dcf19ecba6e",
-    "rna": "6150cf55dfd66009049e0282ef22c10088b69f03fce2a404c960704498a96453",
-    "rta": "4e3dad90477b114fc6db22fbe2f3af99e3db4c23197e0ba33528ee9c8b72cb60",
-    "scheduled-guidance": "251418306915987c8c9078332869c6fe179dac07b458da15308ac7c341191f36",
-    "wanda-prune": "e5581c94835f738924f685d34b292312467b1d88ea0a86fd52540136384ff76e",
-    "wen-embedding-opt": "0b5573aea99fe3028b392417da36af5c15e76113befa0c862bf6fc72572d594c",
-    "static-transition": "251418306915987c8c9078332869c6fe179dac07b458da15308ac7c341191f36",
-    "opposite-guidance": "f9f2d4ede6eee0bf8530e5abc24ec20c1c42205c0427ab4e6ddf0104e289e9a0",
-    "dynamic-transition": "9a46ddfcfba9c7d544b8792164ceb6799cf2dc5adb67e545a91d85eeffadbbfd",
-    "init-noise-adjust": "3decdb404c2f0e291701be8c36dba0c63720c9d59a3d98d3f556edb4aac4d9ab",
-    "sail": "323613be60cbad108ab632b64717f69614116b8eec4a78b8bebfeea06f4164a5",
+    "attn-rescale": ("dd2beea6642b6d75d89d9ceaa2ce5c884178eee10abace7d3d13b1e5d74ef8d1",),
+    "gni": ("54e823e18099deac220707a437f935d3ce585c158bd2ad17d621ec6387d7bd4c",
+            "28cd3adae2e80518b34c2e81da444ebdb94d445491c92c54d23d00909c1bb31f"),
+    "grad-projection": ("a350362e0cc3f641d5b77c1897563ac83d47199692d404d7ced396af1b4f6fa5",
+                        "9da860f2e136bc6f191ab2647a78d28dceee2ab0a9fae5adf1efebdc8374a063"),
+    "none": ("e1ccba045ae77d6befd38b37fb7d767ee0ac391e847408a99e380dcf19ecba6e",
+             "6542b043bd337046308d2202656702da97e1687052193e9d0c51a14bfa7803ba"),
+    "rna": ("6150cf55dfd66009049e0282ef22c10088b69f03fce2a404c960704498a96453",
+            "a893fd1a779c572739650a2e8515708bd4c80a9d5bc7da5309c0192f80b5aca7"),
+    "rta": ("4e3dad90477b114fc6db22fbe2f3af99e3db4c23197e0ba33528ee9c8b72cb60",),
+    "scheduled-guidance": ("251418306915987c8c9078332869c6fe179dac07b458da15308ac7c341191f36",),
+    "wanda-prune": ("e5581c94835f738924f685d34b292312467b1d88ea0a86fd52540136384ff76e",),
+    "wen-embedding-opt": ("0b5573aea99fe3028b392417da36af5c15e76113befa0c862bf6fc72572d594c",),
+    "static-transition": ("251418306915987c8c9078332869c6fe179dac07b458da15308ac7c341191f36",),
+    "opposite-guidance": ("f9f2d4ede6eee0bf8530e5abc24ec20c1c42205c0427ab4e6ddf0104e289e9a0",
+                          "6f3dd4d5bde73f557be30eee343317b5df66c59a7f1d6623ea9bffed102b3edf"),
+    "dynamic-transition": ("9a46ddfcfba9c7d544b8792164ceb6799cf2dc5adb67e545a91d85eeffadbbfd",),
+    "init-noise-adjust": ("3decdb404c2f0e291701be8c36dba0c63720c9d59a3d98d3f556edb4aac4d9ab",),
+    "sail": ("323613be60cbad108ab632b64717f69614116b8eec4a78b8bebfeea06f4164a5",),
     # no prompt of the random pipeline passes nemo's memorization threshold: none's images
-    "nemo": "e1ccba045ae77d6befd38b37fb7d767ee0ac391e847408a99e380dcf19ecba6e",
-    "dori-adv-finetune": "0e51c78f2e42cf0ef138c82a87f4906e3618fb430560602abf05658d82925e21",
-    "wen-train-filter": "44921a697ffc20d3e329c054053a67e97f13ccf31dffd46fc7ee097ce393273e",
-    "prss": "3571e689f9df7f5cad4207870868386a78b4519a9d7312d9f12e11b52b7d67ef",
+    "nemo": ("e1ccba045ae77d6befd38b37fb7d767ee0ac391e847408a99e380dcf19ecba6e",
+             "6542b043bd337046308d2202656702da97e1687052193e9d0c51a14bfa7803ba"),
+    "dori-adv-finetune": ("0e51c78f2e42cf0ef138c82a87f4906e3618fb430560602abf05658d82925e21",
+                          "3e5bb976d6b00bbc3bf647004a74dfc71e3fac440fd26fe3929fac2b97525615"),
+    "wen-train-filter": ("44921a697ffc20d3e329c054053a67e97f13ccf31dffd46fc7ee097ce393273e",
+                         "50ecd17a8b0d0c1e977594f893c40168f1cf30eff1f7cfe173b244630f47ba7b"),
+    "prss": ("3571e689f9df7f5cad4207870868386a78b4519a9d7312d9f12e11b52b7d67ef",),
 }
 
 
@@ -80,16 +99,40 @@ def test_every_builtin_method_has_a_golden_hash():
     assert sorted(GOLDEN) == sorted(builtin_methods())
 
 
+def rounding_drift(images: np.ndarray, reference: np.ndarray) -> tuple[int, float]:
+    """(largest change in levels, share of values changed) between two sets of images."""
+    diff = np.abs(images.astype(np.int16) - reference.astype(np.int16))
+    return int(diff.max(initial=0)), float(np.mean(diff > 0))
+
+
+def test_rounding_drift_tolerates_flipped_pixels_but_not_a_real_change():
+    reference = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    flipped = reference.copy()
+    flipped.reshape(-1)[[5, 900, 7000]] ^= 1  # three values one level off: another CPU's rounding
+    assert rounding_drift(flipped, reference) == (1, 3 / reference.size)
+    moved = np.clip(reference.astype(np.int16) + 3, 0, 255).astype(np.uint8)  # e.g. guidance 7.5 -> 7.4
+    levels, share = rounding_drift(moved, reference)
+    assert levels > MAX_LEVELS and share > MAX_FLIPPED
+
+
 @pytest.mark.parametrize("name", sorted(GOLDEN))
-def test_method_images_match_the_golden_hash(name):
+def test_method_images_match_the_golden_images(name):
     images = method_images(name)
     assert images.shape == (len(PROMPTS), 32, 32, 3)
-    assert image_sha256(images) == GOLDEN[name]
+    if image_sha256(images) in GOLDEN[name]:
+        return  # bit-identical to a recorded run
+    with np.load(REFERENCE) as recorded:
+        levels, share = rounding_drift(images, recorded[name])
+    assert levels <= MAX_LEVELS and share <= MAX_FLIPPED, (
+        f"{name}: {share:.2%} of the values moved, by up to {levels} levels: more than rounding")
 
 
-if __name__ == "__main__":  # re-record
-    for name in builtin_methods():
-        print(f'    "{name}": "{image_sha256(method_images(name))}",', file=sys.stdout, flush=True)
+if __name__ == "__main__":  # re-record the reference images and print this CPU's hashes
+    images = {name: method_images(name) for name in builtin_methods()}
+    REFERENCE.parent.mkdir(exist_ok=True)
+    np.savez_compressed(REFERENCE, **images)
+    for name, value in images.items():
+        print(f'    "{name}": ("{image_sha256(value)}",),', file=sys.stdout, flush=True)
 
 
 # The identity of every shipped suite, recorded before the package was reorganised: a suite's

@@ -264,6 +264,49 @@ def test_a_new_tinyworld_board_takes_the_installed_worlds_weights_not_the_first_
     assert publish([genuine], board).outcomes[0][1].endswith("new entry")
 
 
+def test_model_weights_pin_a_board_on_a_model_given_by_path(tmp_path, capsys):
+    """On a model given by path no installed world says which weights are genuine: the
+    publisher pins them (a sha256, or the model folder to hash) so a first forged result
+    cannot claim the board; without the pin, publish says whose weights the board took."""
+    from memorybench.model.pipeline import folder_weights_sha256
+
+    model = tmp_path / "model" / "unet"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text('{"sample_size": 8}')
+    genuine_weights = folder_weights_sha256(tmp_path / "model")
+    fake = write(tmp_path, "fake.json", make_result("fake", weights="cd" * 32))
+    genuine = write(tmp_path, "genuine.json", make_result("genuine", weights=genuine_weights))
+    board = tmp_path / "smoke-v1.json"
+
+    for pin, given in ((genuine_weights.upper(), "(--model-weights)"),
+                       (str(tmp_path / "model"), "(--model-weights, folder 'model')")):
+        assert main(["publish", str(fake), "--leaderboard", str(board), "--model-weights", pin]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and not board.exists()
+        assert (f"result was made with model weights sha256 cdcdcdcdcdcd, this leaderboard is pinned {given} "
+                f"to weights with {genuine_weights[:12]}") in err
+    assert main(["publish", str(genuine), "--leaderboard", str(board), "--model-weights", str(tmp_path / "model")]) == 0
+    assert capsys.readouterr().err == ""  # pinned: nothing to warn about
+    before = board.read_bytes()
+    # an existing board keeps its entries' weights, and a pin that disagrees with them is refused too
+    assert main(["publish", str(fake), "--leaderboard", str(board)]) == 2
+    assert main(["publish", str(write(tmp_path, "g2.json", make_result("g2", weights=genuine_weights))),
+                 "--leaderboard", str(board), "--model-weights", "ef" * 32]) == 2
+    assert board.read_bytes() == before
+    capsys.readouterr()
+
+    assert main(["publish", str(fake), "--leaderboard", str(board), "--model-weights", "not-a-hash"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: --model-weights: expected a 64-digit sha256 or a local model folder, "
+                   "got 'not-a-hash'")
+
+    unpinned = tmp_path / "unpinned.json"
+    assert main(["publish", str(fake), "--leaderboard", str(unpinned), "--suite", "smoke-v1"]) == 0
+    assert capsys.readouterr().err.strip() == (
+        "note: this new leaderboard takes its model weights from the first result (sha256 cdcdcdcdcdcd); "
+        "pass --model-weights SHA256_OR_FOLDER to pin the genuine weights instead")
+
+
 def test_a_full_disk_during_publish_leaves_the_board_as_it_was(tmp_path, monkeypatch, capsys):
     import errno
 

@@ -167,6 +167,41 @@ def test_cached_embeddings_are_recomputed_when_damaged(tmp_path, capfd):
     assert Embedder.calls == 2 and np.array_equal(first, again) and "cached SSCD embeddings" in capfd.readouterr().err
 
 
+def test_damaged_fine_tuned_weights_are_named_and_trained_again_to_the_same_bytes(tmp_path, capfd):
+    """A cached fine-tune with a flipped bit would still load as safetensors: the hash beside
+    it catches it, the fine-tune is run again and gives the same weights, bit for bit."""
+    import torch
+
+    from memorybench import METHODS
+    from memorybench.api.method import MethodContext
+    from memorybench.model.pipeline import PipelineAdapter
+    from memorybench.run.finetune import SuiteFinetune
+    from memorybench.suites.finetune import FinetuneRecipe
+    from tiny_finetune import tiny_set
+
+    torch.manual_seed(0)
+    pipe = PipelineAdapter.dummy(seed=0)
+    ft = SuiteFinetune(pipe, FinetuneRecipe(steps=4, batch=4, warmup=1), tiny_set(), tmp_path, progress=False)
+    none = METHODS.get("none")()
+
+    def tuned(expect_from_cache):
+        ctx = MethodContext()
+        with ft.applied(none, ctx):
+            state = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+        assert ctx.report["finetune"]["from_cache"] is expect_from_cache
+        return state
+
+    first, path = tuned(False), ft.cache_path(none)
+    original = path.read_bytes()
+    for damage in (lambda b: b[: len(b) // 2], lambda b: b"",
+                   lambda b: b[:-9] + bytes([b[-9] ^ 0x01]) + b[-8:]):  # a bit in the last tensor's data
+        path.write_bytes(damage(original))
+        again = tuned(False)
+        assert f"warning: cached fine-tuned weights '{path}'" in capfd.readouterr().err
+        assert all(torch.equal(first[k], again[k]) for k in first)  # the bytes differ only in the recorded seconds
+    assert tuned(True).keys() == first.keys() and capfd.readouterr().err == ""
+
+
 # -- faults during a run --------------------------------------------------------------------
 @pytest.mark.slow  # real smoke-v1 runs: about a minute of CPU
 def test_ctrl_c_exits_130_and_the_rerun_resumes(clean, tmp_path, monkeypatch, capfd):
@@ -420,6 +455,61 @@ def test_non_finite_set_values_are_refused_naming_the_key(tmp_path, capsys, no_m
                  "--output", str(tmp_path / "r.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{key}: must be a finite number" in err
+
+
+def test_no_builtin_count_or_weight_takes_a_negative_value():
+    """Negative counts, step sizes, weights and thresholds of norms cannot run (or loop for
+    ever): every built-in config refuses them when it is built. Seeds and seed offsets may be
+    negative (torch's generator takes any 64-bit integer), and so may apply_cfg_step (-1 is
+    init-noise-adjust's "never"), guidance scales (opposite guidance is negative), NeMo's
+    scaling of the found neurons, and thresholds on a cosine or an SSIM."""
+    import dataclasses
+    import typing
+
+    from memorybench.api.detector import DETECTORS
+    from memorybench.api.method import METHODS
+    from memorybench.core.config import config_from_dict
+    from memorybench.errors import ConfigError
+
+    may_be_negative = {"apply_cfg_step", "candidate_offset", "scaling",
+                       "similarity", "ssim_threshold"}  # cosine and SSIM lie in [-1, 1]
+    accepted = []
+    for registry in (METHODS, DETECTORS):
+        for name in registry.builtin_names():
+            config = registry.get(name).Config
+            hints = typing.get_type_hints(config)
+            for f in dataclasses.fields(config):
+                if (hints[f.name] not in (int, float) or "seed" in f.name or "guidance" in f.name
+                        or f.name in may_be_negative):
+                    continue
+                try:
+                    config_from_dict(config, {f.name: -1})
+                    accepted.append(f"{name}.{f.name}")
+                except ConfigError:
+                    pass
+    assert accepted == []
+
+
+@pytest.mark.parametrize("argv, reason", [
+    (["--steps", "100000000"], "steps must be in [1, 1000]"),
+    (["--set", "rho=1e30", "--method", "init-noise-adjust"], None),
+])
+def test_values_too_large_for_the_sampler_are_one_line_and_cache_nothing(tmp_path, capsys, argv, reason):
+    """A value that passes the config's checks but overflows in generation (rho=1e30 turns the
+    latents into NaN, which would decode to black images scoring as "no copy") ends the run
+    with one line naming the method and its config; nothing is cached, no result is written."""
+    cache, out = tmp_path / "cache", tmp_path / "r.json"
+    args = ["run", "--suite", "smoke-v1", "--method", "none", "--cache-dir", str(cache), "--output", str(out),
+            "--no-progress", "--steps", "2", *argv]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    if reason:
+        assert reason in err
+    else:
+        assert err.startswith("error: method 'init-noise-adjust' with config {") and '"rho":1e+30' in err
+        assert "generation gave NaN or Infinity in the latents of" in err and "nothing was cached" in err
+    assert not out.exists() and not list(cache.rglob("*.png"))
 
 
 # -- hostile plugins and suite files --------------------------------------------------------

@@ -42,6 +42,8 @@ class AnisotropyConfig:
     def __post_init__(self) -> None:
         if self.seeds < 1 or self.cosine_step_from_end < 1:
             raise ValueError("seeds and cosine_step_from_end must be >= 1")
+        if self.gamma_norm < 0 or self.gamma_cosine < 0:  # a negative weight turns the score around
+            raise ValueError("gamma_norm and gamma_cosine must be >= 0")
 
 
 def _halves(pipe, x, t, cond, uncond, scheduler) -> tuple[torch.Tensor, torch.Tensor]:

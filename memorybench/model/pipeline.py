@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from memorybench.errors import ConfigError, ModelError
+from memorybench.errors import ConfigError, ModelError, NonFiniteOutputError
 from memorybench.model.sampling import SAMPLERS, SamplerSettings, SamplingState
 
 # Components a StableDiffusionPipeline folder must hold (safety checker optional).
@@ -82,6 +82,14 @@ def folder_weights_sha256(path: Path) -> str:
             for chunk in iter(lambda: f.read(1 << 22), b""):
                 h.update(chunk)
     return h.hexdigest()
+
+
+def _check_finite(x: torch.Tensor, what: str) -> None:
+    bad = ~torch.isfinite(x.flatten(1)).all(dim=1)
+    if bool(bad.any()):
+        raise NonFiniteOutputError(
+            f"generation gave NaN or Infinity in the {what} of {int(bad.sum())} of {len(bad)} images "
+            "(a setting too large or of the wrong sign overflowed, or the weights are broken); nothing was cached")
 
 
 def state_sha256(modules: dict[str, torch.nn.Module]) -> str:
@@ -323,6 +331,9 @@ class PipelineAdapter:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """uint8 images (B, H, W, 3); NonFiniteOutputError when latents or pixels hold NaN or
+        Infinity (cast to uint8 they would become flat images that look like no copy)."""
+        _check_finite(latents, "latents")
         scale = getattr(self.vae.config, "scaling_factor", 1.0)
         if self.dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False):
             # SDXL's VAE overflows in fp16: decode in fp32 as its own pipeline does
@@ -330,6 +341,7 @@ class PipelineAdapter:
             self.vae.to(self.dtype)
         else:
             images = self.vae.decode(latents / scale).sample
+        _check_finite(images, "decoded pixels")
         images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return images.permute(0, 2, 3, 1).cpu().numpy()
 

@@ -8,6 +8,7 @@ padding tokens) reads them here instead of capturing them through another hook.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from memorybench.errors import ConfigError
@@ -18,6 +19,9 @@ SAMPLERS = {
     "dpmsolver": "DPMSolverMultistepScheduler",
     "euler": "EulerDiscreteScheduler",
 }
+
+
+MAX_STEPS = 1000  # the training timesteps of Stable Diffusion 1.x/2.x/XL and of the tiny world
 
 
 @dataclass(frozen=True)
@@ -31,8 +35,11 @@ class SamplerSettings:
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler '{self.sampler}': choose one of {', '.join(SAMPLERS)}")
-        if self.steps < 1:
-            raise ConfigError(f"steps must be >= 1, got {self.steps}")
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise ConfigError(f"steps must be in [1, {MAX_STEPS}] (a sampler step per training timestep at "
+                              f"most), got {self.steps}")
+        if not math.isfinite(self.guidance):
+            raise ConfigError(f"guidance must be a finite number, got {self.guidance}")
 
 
 def seed_range(count: int, offset: int = 0) -> list[int]:

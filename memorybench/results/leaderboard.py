@@ -363,6 +363,7 @@ def _created(result: dict[str, Any]) -> str:
 class PublishReport:
     leaderboard: Path
     outcomes: list[tuple[str, str]] = field(default_factory=list)  # (result file, what happened)
+    notes: list[str] = field(default_factory=list)  # for the publisher, not about one result
 
     def lines(self) -> list[str]:
         return [f"{source}: {what}" for source, what in self.outcomes]
@@ -406,19 +407,37 @@ def suite_weights(suite: Suite) -> str | None:
     return folder_weights_sha256(folder) if folder.is_dir() else None
 
 
+def model_weights_pin(value: str) -> tuple[str, str]:
+    """``publish --model-weights``: a sha256 as results record it, or a local model folder
+    hashed the way ``run`` hashes it. Returns the sha256 and how it was given (never the path:
+    the answer may be printed beside results)."""
+    if re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        return value.lower(), "this leaderboard is pinned (--model-weights) to weights"
+    folder = Path(value).expanduser()
+    if not folder.is_dir():
+        raise ValidationError(f"--model-weights: expected a 64-digit sha256 or a local model folder, got '{value}'")
+    from memorybench.model.pipeline import folder_weights_sha256
+
+    return (folder_weights_sha256(folder),
+            f"this leaderboard is pinned (--model-weights, folder '{folder.name}') to weights")
+
+
 def _other_weights(board: dict[str, Any], checked: list[tuple[str, dict[str, Any], bytes | None]],
-                   suite: Suite | None = None) -> list[Rejected]:
+                   suite: Suite | None = None, pinned: tuple[str, str] | None = None) -> list[Rejected]:
     """One board ranks methods on one model: a suite names its model (``tinyworld``), but the
     weights behind that name change when a new world ships, and numbers from two worlds are
     not comparable. For a suite on the tiny world, results must have the installed world's
-    weights (so a first result on other weights cannot claim a new board); on any board they
-    must have those of its entries (of the first result, on a new board)."""
+    weights (so a first result on other weights cannot claim a new board); for a model given by
+    path, those the publisher pins with ``--model-weights``; on any board they must have those
+    of its entries (of the first result, on a new board)."""
     if not checked:
         return []
     references = []
     expected = suite_weights(suite) if suite is not None else None
     if expected is not None:
         references.append((expected, f"suite {suite.name} runs on the installed tiny world"))
+    if pinned is not None:
+        references.append(pinned)
     if board["entries"]:
         references.append((_weights(board["entries"][0]["result"]), "this leaderboard's entries"))
     else:
@@ -435,18 +454,22 @@ def _other_weights(board: dict[str, Any], checked: list[tuple[str, dict[str, Any
 
 
 def publish(result_paths: list[str | Path], leaderboard_path: str | Path,
-            suite_name: str | None = None) -> PublishReport:
+            suite_name: str | None = None, model_weights: str | None = None) -> PublishReport:
     """Check every result, then merge them all into the leaderboard (or nothing, on any rejection).
+
+    ``model_weights`` (a sha256 or a local model folder) pins the weights every result must
+    have: without it a new board on a model given by path takes those of its first result.
 
     The whole read-check-merge-write runs under the leaderboard's lock: a publisher that
     starts while another one writes waits, then reads the board with the other's entries."""
     leaderboard_path = Path(leaderboard_path)
+    pinned = model_weights_pin(model_weights) if model_weights is not None else None
     with file_lock(leaderboard_path):
-        return _publish_locked(result_paths, leaderboard_path, suite_name)
+        return _publish_locked(result_paths, leaderboard_path, suite_name, pinned)
 
 
 def _publish_locked(result_paths: list[str | Path], leaderboard_path: Path,
-                    suite_name: str | None) -> PublishReport:
+                    suite_name: str | None, pinned: tuple[str, str] | None) -> PublishReport:
     suite = leaderboard_suite(leaderboard_path, suite_name)
     board = load_leaderboard(leaderboard_path, suite) if leaderboard_path.exists() else empty_leaderboard(suite)
     checked, rejections = [], []
@@ -461,12 +484,17 @@ def _publish_locked(result_paths: list[str | Path], leaderboard_path: Path,
         except Rejected as exc:
             rejections.append(exc)
     if not rejections:
-        rejections = _other_weights(board, checked, suite)
+        rejections = _other_weights(board, checked, suite, pinned)
     if rejections:
         if len(rejections) == 1:
             raise rejections[0]
         raise ValidationError("; ".join(str(r) for r in rejections) + "; nothing published")
     report = PublishReport(leaderboard_path)
+    if checked and not board["entries"] and pinned is None and suite_weights(suite) is None:
+        report.notes.append(
+            f"note: this new leaderboard takes its model weights from the first result "
+            f"(sha256 {str(_weights(checked[0][1]))[:12]}); pass --model-weights SHA256_OR_FOLDER "
+            "to pin the genuine weights instead")
     for source, result, grid in checked:
         if grid is not None:
             target = thumbnail_path(leaderboard_path, result)

@@ -26,7 +26,8 @@ from memorybench.core import provenance
 from memorybench.results import thumbnails
 from memorybench.run.cache import GenerationCache, GenerationKey, default_cache_dir
 from memorybench.core.io import atomic_write_text
-from memorybench.errors import ConfigError, MemorybenchError
+from memorybench.core.config import canonical_json
+from memorybench.errors import ConfigError, MemorybenchError, NonFiniteOutputError
 from memorybench.api.metric import RunView
 from memorybench.run.finetune import suite_finetune
 from memorybench.api.method import Method, MethodContext, apply_method
@@ -165,7 +166,12 @@ def generate_all(pipe: PipelineAdapter, suite: Suite, data: SuiteData, method: M
                     batch = [j for j in todo if not cache.has(j[3])]  # another run may have made some
                     if batch:
                         t0 = time.perf_counter()
-                        images = pipe.generate([j[1] for j in batch], [j[2] for j in batch], s, method=method)
+                        try:
+                            images = pipe.generate([j[1] for j in batch], [j[2] for j in batch], s, method=method)
+                        except NonFiniteOutputError as exc:  # name what the user can change
+                            raise NonFiniteOutputError(
+                                f"method '{method.name}' with config {canonical_json(method.config_dict())}: "
+                                f"{exc}") from None
                         per_image = (time.perf_counter() - t0) / len(batch)
                         for (set_name, _, _, key), image in zip(batch, images):
                             cache.store(key, image, per_image, prompt_set=set_name)
