@@ -45,8 +45,8 @@ class SailConfig:
     def __post_init__(self) -> None:
         if self.budget < 1 or self.max_steps < 0 or self.lr <= 0:
             raise ValueError("budget must be >= 1, max_steps >= 0 and lr > 0")
-        if self.threshold <= 0 or self.norm_weight < 0:  # the loss is a sum of norms
-            raise ValueError("threshold must be > 0 and norm_weight >= 0")
+        if self.threshold < 0 or self.norm_weight < 0:  # the loss is a sum of norms
+            raise ValueError("threshold and norm_weight must be >= 0")
 
 
 def sharpness_loss(pipe, x, t, cond, uncond, scheduler, norm_weight: float) -> torch.Tensor:
