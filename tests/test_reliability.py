@@ -691,3 +691,15 @@ def test_kill_9_during_metrics_or_the_result_write_then_rerun(clean, tmp_path, m
     result = json.loads(out.read_text())
     assert result["cost"]["images_generated"] == 0 and result["summary"] == clean["summary"]
     assert _all_intact(cache)
+
+
+@pytest.mark.slow  # three killed runs and their reruns in subprocesses: about a minute
+def test_kill_9_at_random_moments_loses_nothing():
+    """benchmarks/kill_anywhere.py: kill -9 at a random moment of a run (loading, generating,
+    scoring or writing), rerun, and require the clean summary, an intact cache and no image of
+    the cache made twice; its longer runs are on the reliability page."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "kill_anywhere.py"
+    done = subprocess.run([sys.executable, str(script), "--trials", "3", "--seed", "1", "--steps", "2"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.strip().endswith("3 of 3 trials held")
