@@ -490,7 +490,7 @@ def _publish_locked(result_paths: list[str | Path], leaderboard_path: Path,
             raise rejections[0]
         raise ValidationError("; ".join(str(r) for r in rejections) + "; nothing published")
     report = PublishReport(leaderboard_path)
-    if checked and not board["entries"] and pinned is None and suite_weights(suite) is None:
+    if checked and not board["entries"] and pinned is None and suite.model != "tinyworld":
         report.notes.append(
             f"note: this new leaderboard takes its model weights from the first result "
             f"(sha256 {str(_weights(checked[0][1]))[:12]}); pass --model-weights SHA256_OR_FOLDER "
