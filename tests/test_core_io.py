@@ -18,6 +18,33 @@ def test_atomic_write_replaces_whole_files_and_leaves_no_temporaries(tmp_path):
     assert path.stat().st_mode & 0o044  # readable by others (mkstemp alone would give 0600)
 
 
+def test_a_write_removes_what_a_killed_writer_of_the_same_file_left(tmp_path):
+    """kill -9 during a write leaves a temporary file; the next write of that file removes it,
+    but never one of a live process, of another machine or of another file."""
+    import subprocess
+    import sys
+
+    from memorybench.core import io
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True).stdout)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        host = io._HOST
+        names = {"orphan": f".r.json.{host}.{dead}.a1.tmp", "live": f".r.json.{host}.{live.pid}.b2.tmp",
+                 "mine": f".r.json.{host}.{os.getpid()}.c3.tmp", "other host": f".r.json.elsewhere.{dead}.d4.tmp",
+                 "other file": f".s.json.{host}.{dead}.e5.tmp", "unknown": ".r.json.x7.tmp"}
+        for name in names.values():
+            (tmp_path / name).write_bytes(b"torn")
+        atomic_write_bytes(tmp_path / "r.json", b"{}")
+        left = {what for what, name in names.items() if (tmp_path / name).exists()}
+        assert left == set(names) - {"orphan"}
+        assert (tmp_path / "r.json").read_bytes() == b"{}"
+    finally:
+        live.kill()
+        live.wait()
+
+
 def test_a_failed_write_keeps_the_old_file(tmp_path):
     path = tmp_path / "board.json"
     atomic_write_json(path, {"kept": True})

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import json
 import math
 import os
+import re
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -48,11 +51,17 @@ _UMASK = os.umask(0)  # reading the umask means setting it: once, at import
 os.umask(_UMASK)
 
 
+# The temporary file's name says which process wrote it, so that a later write of the same
+# file can remove what a killed writer left behind (and never a live writer's file).
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:64] or "host"
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` (parents created) so that readers never see a torn file."""
+    """Write ``data`` to ``path`` (parents created) so that readers never see a torn file.
+    Temporary files of ``path`` left by a killed process of this machine are removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results and pages are meant to be shared
         with os.fdopen(fd, "wb") as f:
@@ -69,7 +78,35 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             error.errno = exc.errno
             raise error from exc
         raise
+    remove_orphaned_temporaries(path)
     return path
+
+
+def remove_orphaned_temporaries(path: Path) -> list[Path]:
+    """Remove the temporary files of ``path`` whose writer, a process of this machine, is gone
+    (a ``kill -9`` during a write leaves one). Files of live processes, of other machines
+    sharing the folder, and of unknown origin are left alone."""
+    prefix = f".{path.name}."
+    removed = []
+    for candidate in path.parent.glob(glob.escape(prefix) + "*.tmp"):
+        host, _, rest = candidate.name[len(prefix):-len(".tmp")].partition(".")
+        pid = rest.partition(".")[0]
+        if host != _HOST or not pid.isdigit() or int(pid) == os.getpid() or _process_alive(int(pid)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            candidate.unlink()
+            removed.append(candidate)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
