@@ -1,13 +1,17 @@
 """Kill a run with SIGKILL at a random moment, rerun it, and check that nothing was lost.
 
 Each trial starts ``memorybench run`` on the smoke suite with an empty cache, kills it
-(``kill -9``) after a random share of a clean run's wall time (model loading, generation,
-metrics and the result write all get hit), then runs the same command again. A trial holds
+(``kill -9``) at a random moment, then runs the same command again. ``--at uniform`` (the
+default) kills after a random share of a clean run's wall time, so model loading,
+generation, metrics and the result write all get hit; ``--at images`` waits until a random
+number of images are in the cache and kills within the next few milliseconds, aiming at the
+writes of the cache. A trial holds
 when the rerun exits 0 with the clean run's summary, value for value; every cached image
 matches the hash kept beside it; no temporary file is left; and the rerun generates only the
 images the killed run had not cached. Prints one row per trial and the count that held.
 
     python benchmarks/kill_anywhere.py --trials 20 --seed 0
+    python benchmarks/kill_anywhere.py --trials 30 --seed 2 --at images
 """
 
 from __future__ import annotations
@@ -35,6 +39,15 @@ def intact_images(cache: Path) -> int:
     return sum(read_checked(p, "image") is not None for p in (cache / "images").rglob("*.png"))
 
 
+def wait_for_images(cache: Path, count: int, proc: subprocess.Popen) -> None:
+    """Until ``count`` images are in the cache's manifest (or the run ended)."""
+    manifest = cache / "manifest.jsonl"
+    while proc.poll() is None:
+        if count == 0 or (manifest.exists() and len(manifest.read_bytes().splitlines()) >= count):
+            return
+        time.sleep(0.002)
+
+
 def whole_result(path: Path, summary: dict) -> bool:
     """No result file, or a whole one with the clean summary (never half of one)."""
     if not path.exists():
@@ -50,6 +63,8 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     ap.add_argument("--steps", type=int, default=4, help="sampler steps of the smoke run")
+    ap.add_argument("--at", choices=("uniform", "images"), default="uniform",
+                    help="kill at a uniform moment of the run, or just after a random number of cached images")
     ap.add_argument("--out", type=Path, help="write the trials as JSON here")
     args = ap.parse_args()
     rng = random.Random(args.seed)
@@ -61,14 +76,21 @@ def main() -> int:
         wall = time.perf_counter() - t0
         clean = json.loads((root / "clean.json").read_text())
         total = clean["cost"]["images_generated"]
-        print(f"clean run: {wall:.1f} s, {total} images; killing each trial at a uniform moment in [0, {wall:.1f}] s")
+        print(f"clean run: {wall:.1f} s, {total} images; killing each trial "
+              + (f"at a uniform moment in [0, {wall:.1f}] s" if args.at == "uniform"
+                 else f"within 20 ms of the k-th cached image, k uniform in [0, {total - 1}]"))
         rows = []
         for trial in range(args.trials):
             cache, killed, resumed = root / f"cache{trial}", root / f"killed{trial}.json", root / f"resumed{trial}.json"
-            at = rng.uniform(0, wall)
+            started = time.perf_counter()
             proc = subprocess.Popen(command(cache, killed, args.steps), stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
-            time.sleep(at)
+            if args.at == "uniform":
+                time.sleep(rng.uniform(0, wall))
+            else:
+                wait_for_images(cache, rng.randrange(total), proc)
+                time.sleep(rng.uniform(0, 0.02))
+            at = time.perf_counter() - started
             finished_first = proc.poll() is not None
             proc.kill()
             proc.wait()
@@ -96,7 +118,7 @@ def main() -> int:
         print(f"{n_held} of {len(rows)} trials held")
         if args.out:
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps({"clean_wall_s": wall, "images": total, "trials": rows,
+            args.out.write_text(json.dumps({"clean_wall_s": wall, "images": total, "trials": rows, "at": args.at,
                                             "seed": args.seed, "steps": args.steps}, indent=1) + "\n")
     return 0 if n_held == len(rows) else 1
 
