@@ -65,6 +65,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=4, help="sampler steps of the smoke run")
     ap.add_argument("--at", choices=("uniform", "images"), default="uniform",
                     help="kill at a uniform moment of the run, or just after a random number of cached images")
+    ap.add_argument("--within-ms", type=float, default=20.0,
+                    help="--at images: kill within this many milliseconds of the k-th image")
     ap.add_argument("--out", type=Path, help="write the trials as JSON here")
     args = ap.parse_args()
     rng = random.Random(args.seed)
@@ -78,7 +80,7 @@ def main() -> int:
         total = clean["cost"]["images_generated"]
         print(f"clean run: {wall:.1f} s, {total} images; killing each trial "
               + (f"at a uniform moment in [0, {wall:.1f}] s" if args.at == "uniform"
-                 else f"within 20 ms of the k-th cached image, k uniform in [0, {total - 1}]"))
+                 else f"within {args.within_ms:g} ms of the k-th cached image, k uniform in [0, {total - 1}]"))
         rows = []
         for trial in range(args.trials):
             cache, killed, resumed = root / f"cache{trial}", root / f"killed{trial}.json", root / f"resumed{trial}.json"
@@ -89,11 +91,12 @@ def main() -> int:
                 time.sleep(rng.uniform(0, wall))
             else:
                 wait_for_images(cache, rng.randrange(total), proc)
-                time.sleep(rng.uniform(0, 0.02))
+                time.sleep(rng.uniform(0, args.within_ms / 1000))
             at = time.perf_counter() - started
             finished_first = proc.poll() is not None
             proc.kill()
             proc.wait()
+            torn = len(list(cache.rglob("*.tmp"))) if cache.exists() else 0  # writes the kill interrupted
             kept = intact_images(cache) if cache.exists() else 0
             rerun = subprocess.run(command(cache, resumed, args.steps), capture_output=True, text=True)
             result = json.loads(resumed.read_text()) if resumed.exists() else None
@@ -108,13 +111,15 @@ def main() -> int:
             phase = ("finished" if finished_first or killed.exists() else "before the first image" if kept == 0
                      else "generating" if kept < total else "scoring or writing")
             rows.append({"trial": trial, "killed_at_s": round(at, 2), "phase": phase, "images_kept": kept,
-                         "held": held, "checks": checks})
+                         "writes_interrupted": torn, "held": held, "checks": checks})
             failed = ", ".join(k for k, ok in checks.items() if not ok)
-            print(f"trial {trial:2d}: kill at {at:5.1f} s ({phase}), {kept:2d}/{total} images kept -> "
+            print(f"trial {trial:2d}: kill at {at:5.1f} s ({phase}), {kept:2d}/{total} images kept, "
+                  f"{torn} write(s) interrupted -> "
                   f"{'held' if held else 'FAILED: ' + failed}", flush=True)
         n_held = sum(r["held"] for r in rows)
         phases = {p: sum(r["phase"] == p for r in rows) for p in dict.fromkeys(r["phase"] for r in rows)}
-        print("kills by phase: " + ", ".join(f"{p} {n}" for p, n in phases.items()))
+        print("kills by phase: " + ", ".join(f"{p} {n}" for p, n in phases.items())
+              + f"; kills that interrupted a write: {sum(r['writes_interrupted'] > 0 for r in rows)}")
         print(f"{n_held} of {len(rows)} trials held")
         if args.out:
             args.out.parent.mkdir(parents=True, exist_ok=True)
