@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import glob
 import hashlib
 import json
 import math
@@ -87,15 +86,17 @@ def remove_orphaned_temporaries(path: Path) -> list[Path]:
     (a ``kill -9`` during a write leaves one). Files of live processes, of other machines
     sharing the folder, and of unknown origin are left alone."""
     prefix = f".{path.name}."
+    with os.scandir(path.parent) as entries:  # one listing of the folder, no pattern to compile
+        names = [e.name for e in entries if e.name.startswith(prefix) and e.name.endswith(".tmp")]
     removed = []
-    for candidate in path.parent.glob(glob.escape(prefix) + "*.tmp"):
-        host, _, rest = candidate.name[len(prefix):-len(".tmp")].partition(".")
+    for name in names:
+        host, _, rest = name[len(prefix):-len(".tmp")].partition(".")
         pid = rest.partition(".")[0]
         if host != _HOST or not pid.isdigit() or int(pid) == os.getpid() or _process_alive(int(pid)):
             continue
         with contextlib.suppress(FileNotFoundError):
-            candidate.unlink()
-            removed.append(candidate)
+            (path.parent / name).unlink()
+            removed.append(path.parent / name)
     return removed
 
 
